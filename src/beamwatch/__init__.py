@@ -1,0 +1,3 @@
+"""beamwatch: watches a beamline and calls the right person, once."""
+
+__version__ = "0.1.0"

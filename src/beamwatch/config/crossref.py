@@ -1,0 +1,124 @@
+"""Whole-file checks that no single key can make: ids, references, cycles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import networkx as nx
+
+from ..checks.expr import Expression, ExpressionError
+from .schema import Config
+
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def cross_check(config: Config, invalid_ids: set[str] = frozenset()) -> list[Problem]:
+    """`invalid_ids`: ids of checks that failed their own validation; they are
+    still known, so that a typo in one check does not cascade into others."""
+    problems: list[Problem] = []
+    for part in (_cycles, _modes, _people, _routes):
+        problems.extend(part(config))
+    problems.extend(_check_refs(config, set(invalid_ids)))
+    return problems
+
+
+def _check_refs(config: Config, also_known: set[str]) -> Iterator[Problem]:
+    ids = sorted(set(config.check_ids) | also_known)
+    for i, c in enumerate(config.checks):
+        for j, dep in enumerate(c.depends_on):
+            if dep not in ids:
+                yield ("checks", i, "depends_on", j), f"unknown check id '{dep}'"
+            elif dep == c.id:
+                yield ("checks", i, "depends_on", j), "a check cannot depend on itself"
+        if c.source is not None and c.source != "ca" and c.source not in config.sources:
+            known = ", ".join(["ca", *config.sources]) or "ca"
+            yield ("checks", i, "source"), f"unknown source '{c.source}' (known: {known})"
+        if c.when is not None:
+            try:
+                Expression(c.when, ids)
+            except ExpressionError as e:
+                yield ("checks", i, "when"), str(e)
+
+
+def _cycles(config: Config) -> Iterator[Problem]:
+    graph = nx.DiGraph()
+    index = {c.id: i for i, c in enumerate(config.checks)}
+    for c in config.checks:
+        for dep in c.depends_on:
+            if dep in index and dep != c.id:
+                graph.add_edge(c.id, dep)
+    for cycle in nx.simple_cycles(graph):
+        first = min(cycle, key=lambda cid: index[cid])
+        start = cycle.index(first)
+        ordered = cycle[start:] + cycle[:start] + [first]
+        yield ("checks", index[first], "depends_on"), (
+            "dependency cycle: " + " -> ".join(ordered)
+        )
+
+
+def _modes(config: Config) -> Iterator[Problem]:
+    names = config.modes.names
+    for i, c in enumerate(config.checks):
+        for j, m in enumerate(c.modes or []):
+            if m not in names:
+                yield ("checks", i, "modes", j), f"unknown mode '{m}' (modes: {', '.join(names)})"
+    for i, r in enumerate(config.routes):
+        for j, m in enumerate(r.modes or []):
+            if m not in names:
+                yield ("routes", i, "modes", j), f"unknown mode '{m}' (modes: {', '.join(names)})"
+
+
+def _people(config: Config) -> Iterator[Problem]:
+    for name, p in config.people.items():
+        if not any((p.email, p.slack, p.signal, p.whatsapp, p.webhook)):
+            yield ("people", name), (
+                f"person '{name}' has no usable channel (give email, slack, signal, "
+                "whatsapp or webhook)"
+            )
+        for k, kind in enumerate(p.order or []):
+            if getattr(p, kind) is None:
+                yield ("people", name, "order", k), f"'{kind}' is in order but not set for {name}"
+    for team, t in config.teams.items():
+        for k, member in enumerate(t.members):
+            if member not in config.people:
+                yield ("teams", team, "members", k), f"unknown person '{member}'"
+        if t.rota:
+            for k, member in enumerate(t.rota.order):
+                if member not in config.people:
+                    yield ("teams", team, "rota", "order", k), f"unknown person '{member}'"
+        for k, o in enumerate(t.overrides):
+            if o.person not in config.people:
+                yield ("teams", team, "overrides", k, "person"), f"unknown person '{o.person}'"
+
+
+def _routes(config: Config) -> Iterator[Problem]:
+    groups = {c.group for c in config.checks}
+    ids = set(config.check_ids)
+    for i, r in enumerate(config.routes):
+        receivers = [(("routes", i, "to", j), t) for j, t in enumerate(r.to)]
+        for k, esc in enumerate(r.escalations):
+            path = ("routes", i, "escalate", k) if isinstance(r.escalate, list) else (
+                "routes", i, "escalate")
+            receivers += [((*path, "to", j), t) for j, t in enumerate(esc.to)]
+        for path, target in receivers:
+            problem = _receiver_problem(config, target)
+            if problem:
+                yield path, problem
+        for key, known in (("check", ids), ("group", groups)):
+            wanted = getattr(r.match, key)
+            for value in [wanted] if isinstance(wanted, str) else (wanted or []):
+                if value not in known:
+                    yield ("routes", i, "match", key), f"no check has {key} '{value}'"
+
+
+def _receiver_problem(config: Config, target: str) -> str | None:
+    kind, _, name = target.partition(":")
+    table = {
+        "person": config.people, "team": config.teams, "oncall": config.teams,
+        "channel": config.channels,
+    }[kind]
+    if name not in table:
+        return f"unknown {'team' if kind == 'oncall' else kind} '{name}'"
+    if kind == "oncall" and not (config.teams[name].rota or config.teams[name].ical):
+        return f"team '{name}' has no rota or ical, so it has nobody on call"
+    return None

@@ -1,0 +1,310 @@
+"""The v1 config language as pydantic models (the YAML schema only).
+
+Unknown keys are errors everywhere (extra="forbid"). Cross-references between
+sections (depends_on, sources, people, teams, channels) are checked by
+`crossref.py` once the whole file is parsed, so that all errors come at once.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .types import Duration, SecretValue
+
+ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+SEVERITY_NAMES = ("minor", "major", "invalid")
+AlarmSeverityName = Literal["minor", "major", "invalid"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+
+# --- storage, modes, sources ---------------------------------------------------------
+
+
+class StorageConfig(Strict):
+    url: str = "sqlite:///beamwatch.db"
+    retention: Duration = 7 * 86400
+    password: SecretValue | None = None  # inserted into the URL; or password_file
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite://", "postgresql")):
+            raise ValueError("storage.url must be sqlite:///PATH or postgresql+psycopg://…")
+        return url
+
+
+class WebConfig(Strict):
+    listen: str = "127.0.0.1:8080"
+    url: str | None = None  # the public address, for links in messages
+
+
+class ModeScheduleEntry(Strict):
+    mode: str
+    cron: str | None = None  # when the mode starts (croniter syntax)
+    duration: Duration | None = None
+
+
+class ModesConfig(Strict):
+    names: list[Id] = ["user", "unattended", "maintenance", "shutdown"]
+    default: str = "user"
+    from_pv: str | None = None
+    map: dict[str, str] = {}  # raw PV value -> mode name
+
+    @model_validator(mode="after")
+    def _default_is_a_mode(self) -> ModesConfig:
+        if self.default not in self.names:
+            raise ValueError(f"default mode '{self.default}' is not in names {self.names}")
+        for raw, name in self.map.items():
+            if name not in self.names:
+                raise ValueError(f"map: '{raw}' maps to unknown mode '{name}'")
+        return self
+
+
+class SourceConfig(Strict):
+    kind: Literal["ca"]
+    addr_list: list[str] | None = None  # EPICS_CA_ADDR_LIST for this source
+    connect_timeout: Duration = 5.0
+
+
+# --- checks --------------------------------------------------------------------------
+
+
+class Levels(Strict):
+    minor: float | None = None
+    major: float | None = None
+
+    @model_validator(mode="after")
+    def _one_level(self) -> Levels:
+        if self.minor is None and self.major is None:
+            raise ValueError("give at least one of minor, major")
+        return self
+
+
+class CheckConfig(Strict):
+    id: Id
+    name: str | None = None
+    group: str = "default"
+    labels: dict[str, str] = {}
+    description: str | None = None
+    # inputs: exactly one
+    pv: str | None = None
+    source: str | None = None  # a named source; defaults to "ca" for pv:
+    # conditions
+    above: Levels | None = None
+    below: Levels | None = None
+    hysteresis: float = Field(0.0, ge=0)
+    when: str | None = None
+    severity: AlarmSeverityName = "major"  # the severity a true `when:` gives
+    epics_severity: bool | None = None
+    stale: Duration | None = None
+    disconnect_grace: Duration = 10.0
+    # alarm logic
+    for_: Duration = Field(0.0, alias="for")
+    latch: bool = False
+    depends_on: list[Id] = []
+    modes: list[str] | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def title(self) -> str:
+        return self.name or self.id
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CheckConfig:
+        if self.pv is None:
+            raise ValueError("a check needs an input: pv: NAME (Channel Access)")
+        if self.pv is not None and not self.pv.strip():
+            raise ValueError("pv: the PV name is empty")
+        if self.above and self.above.minor is not None and self.above.major is not None:
+            if self.above.major < self.above.minor:
+                raise ValueError("above: major must be >= minor (major is the worse level)")
+        if self.below and self.below.minor is not None and self.below.major is not None:
+            if self.below.major > self.below.minor:
+                raise ValueError("below: major must be <= minor (major is the worse level)")
+        return self
+
+
+# --- people, teams, channels, routes (notifications) -----------------------------------
+
+CHANNEL_KINDS = ("email", "slack", "signal", "whatsapp", "webhook")
+
+
+class QuietHours(Strict):
+    start: str = "22:00"
+    end: str = "07:00"
+    channels: list[str] = []  # channel kinds allowed at night, e.g. [signal]
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+            raise ValueError(f"'{v}' is not a time of day HH:MM")
+        return v
+
+
+class SubscriptionConfig(Strict):
+    checks: list[str] = []
+    groups: list[str] = []
+    severity: AlarmSeverityName = "minor"
+
+
+class PersonConfig(Strict):
+    name: str | None = None
+    email: str | None = None
+    slack: str | None = None
+    signal: str | None = None
+    whatsapp: str | None = None
+    webhook: str | None = None
+    order: list[Literal["email", "slack", "signal", "whatsapp", "webhook"]] | None = None
+    quiet_hours: QuietHours | None = None
+    timezone: str | None = None
+    subscriptions: list[SubscriptionConfig] = []
+
+
+class RotaConfig(Strict):
+    every: Duration = 7 * 86400
+    start: datetime
+    order: list[Id] = Field(min_length=1)
+    timezone: str | None = None
+
+
+class OverrideConfig(Strict):
+    person: Id
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OverrideConfig:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class TeamConfig(Strict):
+    members: list[Id] = Field(min_length=1)
+    rota: RotaConfig | None = None
+    ical: str | None = None  # an iCalendar file or URL whose events name the person on call
+    overrides: list[OverrideConfig] = []
+
+
+class ChannelConfig(Strict):
+    url: SecretValue | None = None  # an Apprise URL
+    kind: Literal["webhook", "email", "slack", "apprise"] | None = None
+    # webhook
+    webhook_url: SecretValue | None = None
+    headers: dict[str, SecretValue] = {}
+    # email (SMTP)
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: SecretValue | None = None
+    smtp_starttls: bool = False
+    sender: str | None = None
+    to: list[str] = []
+    # slack (bot token, so messages can be updated in place)
+    token: SecretValue | None = None
+    channel: str | None = None
+    api_url: str | None = None
+    timeout: Duration = 10.0
+    fallback_after: Duration | None = None
+    expire: Duration = 3600.0
+
+    @model_validator(mode="after")
+    def _complete(self) -> ChannelConfig:
+        kind = self.kind or ("apprise" if self.url else None)
+        need = {
+            None: "give url: (an Apprise URL) or kind: webhook|email|slack",
+            "apprise": None if self.url else "kind apprise needs url:",
+            "webhook": None if self.webhook_url or self.url else "kind webhook needs webhook_url:",
+            "email": None if self.smtp_host and self.sender else "kind email needs smtp_host: and sender:",
+            "slack": None if self.token and self.channel else "kind slack needs token: and channel:",
+        }[kind]
+        if need:
+            raise ValueError(need)
+        return self
+
+
+Receiver = Annotated[str, Field(pattern=r"^(person|team|oncall|channel):[A-Za-z0-9_.#@-]+$")]
+
+
+class EscalationConfig(Strict):
+    after: Duration
+    to: list[Receiver] = Field(min_length=1)
+
+
+class RouteMatch(Strict):
+    check: list[str] | str | None = None
+    group: list[str] | str | None = None
+    severity: AlarmSeverityName | None = None  # this severity and worse
+    labels: dict[str, str] = {}
+
+
+class RouteConfig(Strict):
+    match: RouteMatch = RouteMatch()
+    modes: list[str] | None = None
+    to: list[Receiver] = Field(min_length=1)
+    group_wait: Duration = 0.0
+    repeat: Duration | None = None
+    escalate: list[EscalationConfig] | EscalationConfig | None = None
+    send_resolved: bool = True
+    continue_: bool = Field(False, alias="continue")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def escalations(self) -> list[EscalationConfig]:
+        if self.escalate is None:
+            return []
+        return self.escalate if isinstance(self.escalate, list) else [self.escalate]
+
+
+# --- the file ------------------------------------------------------------------------
+
+
+class Config(Strict):
+    beamline: str
+    timezone: str = "UTC"
+    storage: StorageConfig = StorageConfig()
+    web: WebConfig = WebConfig()
+    modes: ModesConfig = ModesConfig()
+    sources: dict[Id, SourceConfig] = {}
+    checks: list[CheckConfig] = []
+    people: dict[Id, PersonConfig] = {}
+    teams: dict[Id, TeamConfig] = {}
+    channels: dict[Id, ChannelConfig] = {}
+    routes: list[RouteConfig] = []
+    templates: str | None = None  # a folder of Jinja2 templates overriding the defaults
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone '{v}' (use an IANA name like Europe/London)")
+        return v
+
+    def check(self, check_id: str) -> CheckConfig:
+        for c in self.checks:
+            if c.id == check_id:
+                return c
+        raise KeyError(check_id)
+
+    @property
+    def check_ids(self) -> list[str]:
+        return [c.id for c in self.checks]
+
+
+def dump_safe(model: BaseModel) -> dict[str, Any]:
+    """The config as plain data with secrets shown as <secret>."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)

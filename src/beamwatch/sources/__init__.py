@@ -1,0 +1,1 @@
+"""Source backends: ca (Channel Access), soft (in-memory)."""
