@@ -119,6 +119,8 @@ class Transition:
     reason: str  # "evaluation", "ack", "unlatch", "restart"...
     actor: str | None = None  # who acknowledged, for reason "ack"
     muted: MuteReason | None = None
+    mute_detail: str | None = None  # e.g. "root cause: fe-vacuum"
+    incident_id: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -1,0 +1,129 @@
+"""The service layer: every question and command of every front end (CLI now;
+web dashboard and Slack bot later) goes through these functions.
+
+They read the store, never the running engine's memory, so they work from
+another process while `beamwatch run` is writing; commands that change alarm
+state are queued for the engine, which applies them in order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..config.schema import Config
+from ..engine.alarm import AlarmLogic
+from ..model import AlarmState, Severity, json_value, value_text
+from ..store import Store
+
+ENGINE_ALIVE_WITHIN = 15.0  # seconds since the last heartbeat
+
+
+@dataclass(frozen=True)
+class CheckStatus:
+    id: str
+    name: str
+    group: str
+    severity: str
+    current: str
+    acked: bool
+    acked_by: str | None
+    since: float | None
+    value: Any
+    value_text: str
+    message: str
+    connected: bool | None
+    server: str | None
+    updated: float | None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["value"] = json_value(self.value)
+        return d
+
+
+def status(config: Config, store: Store) -> list[CheckStatus]:
+    """Every configured check, worst first, then by how long it has been so."""
+    states = store.load_states()
+    latest = store.latest()
+    out = []
+    for cfg in config.checks:
+        st = states.get(cfg.id, AlarmState(cfg.id))
+        lv = latest.get(cfg.id)
+        value = lv.value if lv else st.value
+        out.append(CheckStatus(
+            id=cfg.id, name=cfg.title, group=cfg.group, severity=st.severity.name,
+            current=st.current.name, acked=st.acked, acked_by=st.acked_by,
+            since=st.since if cfg.id in states else None, value=value,
+            value_text=value_text(value) if lv or cfg.id in states else "—",
+            message=st.message if st.severity > Severity.OK else (lv.message if lv else ""),
+            connected=lv.connected if lv else None, server=lv.server if lv else None,
+            updated=lv.time if lv else None,
+        ))
+    order = {s.name: int(s) for s in Severity}
+    out.sort(key=lambda c: (-order[c.severity], c.acked, c.since or 0, c.id))
+    return out
+
+
+def history(store: Store, since: float, check_id: str | None = None,
+            limit: int | None = None) -> list[dict]:
+    rows = store.transitions(since=since, check_id=check_id, limit=limit)
+    out = []
+    for row in rows:
+        tr = row.transition
+        out.append({
+            "id": row.id, "time": tr.time, "check": tr.check_id, "old": tr.old.name,
+            "new": tr.new.name, "current": tr.current.name, "acked": tr.acked,
+            "value": json_value(tr.value), "message": tr.message, "reason": tr.reason,
+            "actor": tr.actor, "muted": tr.muted.value if tr.muted else None,
+            "mute_detail": tr.mute_detail, "incident": tr.incident_id,
+        })
+    return out
+
+
+def engine_alive(store: Store, now: float | None = None) -> bool:
+    beat = store.last_beat()
+    now = time.time() if now is None else now
+    return beat is not None and now - beat["beat"] < ENGINE_ALIVE_WITHIN
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    ok: bool
+    message: str
+    queued: bool = False
+
+
+def acknowledge(config: Config, store: Store, check_id: str, who: str,
+                wait: float = 10.0, now: float | None = None) -> CommandResult:
+    """Acknowledge a check's alarm. With the engine running the command is queued
+    and applied by it (so its memory and the log agree); without, it is applied
+    to the stored state directly."""
+    if check_id not in config.check_ids:
+        return CommandResult(False, f"unknown check '{check_id}'")
+    now = time.time() if now is None else now
+    if not engine_alive(store, now):
+        return _acknowledge_offline(config, store, check_id, who, now)
+    cmd_id = store.queue_command("ack", {"check_id": check_id}, who, now)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        cmd = store.command(cmd_id)
+        if cmd and cmd.status != "queued":
+            return CommandResult(cmd.status == "done", cmd.result or "")
+        time.sleep(0.1)
+    return CommandResult(True, "queued: the engine has not applied it yet", queued=True)
+
+
+def _acknowledge_offline(config: Config, store: Store, check_id: str, who: str,
+                         now: float) -> CommandResult:
+    cfg = config.check(check_id)
+    state = store.load_states().get(check_id)
+    if state is None or state.severity == Severity.OK:
+        return CommandResult(True, f"{check_id} has nothing to acknowledge")
+    logic = AlarmLogic(check_id, cfg.for_, cfg.latch, state)
+    transitions = logic.acknowledge(who, now)
+    if not transitions:
+        return CommandResult(True, f"{check_id} is already acknowledged")
+    store.record([(tr, logic.state) for tr in transitions])
+    return CommandResult(True, f"acknowledged {check_id} (engine not running: stored directly)")

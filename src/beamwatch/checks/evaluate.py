@@ -1,0 +1,147 @@
+"""Checks: pure functions of a check's latest sample and the time -> Evaluation.
+
+No I/O and no clock of their own: the engine passes `now`. A check returns
+None when it has no opinion yet (no value during the connection grace
+period), so the alarm logic keeps its present state instead of flickering.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..config.schema import CheckConfig
+from ..model import Evaluation, Sample, Severity, value_text
+from .expr import Expression, ExpressionError
+
+
+@dataclass(slots=True)
+class CheckInput:
+    """What the engine remembers between samples for one check."""
+
+    sample: Sample | None = None
+    last_update: float | None = None  # beamwatch time of the last sample with a value
+    disconnected_since: float | None = None
+    started: float = 0.0  # when the check began watching (for "never connected")
+    threshold_severity: Severity = Severity.OK  # for hysteresis
+
+    def update(self, sample: Sample) -> None:
+        self.sample = sample
+        if sample.connected:
+            self.last_update = sample.received
+            self.disconnected_since = None
+        elif self.disconnected_since is None:
+            self.disconnected_since = sample.received
+
+
+class Check:
+    """One configured check, compiled: thresholds, expression, timing rules."""
+
+    def __init__(self, config: CheckConfig, known_checks: list[str]):
+        self.config = config
+        self.id = config.id
+        self.expression = Expression(config.when, known_checks) if config.when else None
+        has_condition = config.above or config.below or config.when
+        self.use_epics_severity = (
+            config.epics_severity if config.epics_severity is not None else not has_condition
+        )
+        self.when_severity = Severity.parse(config.severity)
+
+    @property
+    def reads(self) -> set[str]:
+        """Ids of other checks whose values this check's expression reads."""
+        return self.expression.check_ids if self.expression else set()
+
+    def evaluate(self, inp: CheckInput, now: float,
+                 others: Mapping[str, Any] | None = None) -> Evaluation | None:
+        cfg = self.config
+        sample = inp.sample
+        if sample is None:
+            if now - inp.started < cfg.disconnect_grace:
+                return None
+            return Evaluation(Severity.INVALID, "no value received since start", None, now)
+        if not sample.connected:
+            since = inp.disconnected_since if inp.disconnected_since is not None else now
+            if now - since < cfg.disconnect_grace:
+                return None
+            return Evaluation(Severity.INVALID, _disconnected_text(sample), None, now)
+        if cfg.stale is not None and inp.last_update is not None:
+            age = now - inp.last_update
+            if age > cfg.stale:
+                return Evaluation(Severity.INVALID, f"stale: no update for {age:.0f}s", None, now)
+        return self._judge(sample, inp, now, others or {})
+
+    def _judge(self, sample: Sample, inp: CheckInput, now: float,
+               others: Mapping[str, Any]) -> Evaluation:
+        value = sample.value
+        verdicts: list[tuple[Severity, str]] = []
+        if self.config.above or self.config.below:
+            number, problem = _as_number(value)
+            if problem:
+                return Evaluation(Severity.INVALID, problem, value, now)
+            sev, text = self._thresholds(number, inp.threshold_severity)
+            inp.threshold_severity = sev
+            verdicts.append((sev, text))
+        if self.expression is not None:
+            try:
+                hit = self.expression.evaluate(value, sample.severity, others)
+            except ExpressionError as e:
+                return Evaluation(Severity.INVALID, str(e), value, now)
+            verdicts.append(
+                (self.when_severity, f"{self.config.when} (value {value_text(value)})")
+                if hit else (Severity.OK, "")
+            )
+        if self.use_epics_severity:
+            sev = Severity(min(int(sample.severity), 3))
+            verdicts.append((sev, f"record alarm {sev.name} (status {sample.status})"))
+        severity, text = max(verdicts, key=lambda v: v[0], default=(Severity.OK, ""))
+        if severity == Severity.OK:
+            text = f"OK ({value_text(value)})"
+        return Evaluation(severity, text, value, now)
+
+    def _thresholds(self, value: float, previous: Severity) -> tuple[Severity, str]:
+        """Worst level crossed; a level already alarmed clears only past the hysteresis band."""
+        hyst = self.config.hysteresis
+        worst: tuple[Severity, str] = (Severity.OK, "")
+        for direction, levels in (("above", self.config.above), ("below", self.config.below)):
+            if levels is None:
+                continue
+            for name in ("minor", "major"):
+                limit = getattr(levels, name)
+                if limit is None:
+                    continue
+                sev = Severity[name.upper()]
+                margin = hyst if previous >= sev else 0.0
+                crossed = (value > limit - margin) if direction == "above" else (
+                    value < limit + margin)
+                if crossed and sev > worst[0]:
+                    worst = (sev, f"{value_text(value)} {direction} {name} limit {limit:g}")
+        return worst
+
+
+def _as_number(value: Any) -> tuple[float, str | None]:
+    if isinstance(value, bool):
+        return float(value), None
+    if isinstance(value, (int, float)):
+        f = float(value)
+        if math.isnan(f):
+            return f, "value is NaN"
+        if math.isinf(f):
+            return f, f"value is {value_text(f)}"
+        return f, None
+    if value is None:
+        return math.nan, "no value"
+    if isinstance(value, (tuple, list)):
+        return math.nan, f"value is an array of {len(value)}; thresholds need a single number"
+    try:
+        return float(value), None
+    except (TypeError, ValueError):
+        return math.nan, f"value '{value_text(value)}' is not a number"
+
+
+def _disconnected_text(sample: Sample) -> str:
+    reason = sample.error or "disconnected"
+    where = f" (IOC {sample.server})" if sample.server else ""
+    return f"{reason}{where}"

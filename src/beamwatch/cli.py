@@ -1,0 +1,230 @@
+"""The `beamwatch` command. Thin: parse, call the service layer, print.
+
+Every command has --help; those a script would read have --json. Errors are
+one clear line on stderr and an exit code (2 = bad input), never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import logs, timefmt
+from .config import Config, ConfigError, load_config
+
+app = typer.Typer(
+    help="beamwatch: watches a beamline and tells the right person, once.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The beamwatch YAML config file.",
+                                         envvar="BEAMWATCH_CONFIG")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+SEVERITY_STYLE = {"OK": "green", "MINOR": "yellow", "MAJOR": "bold red", "INVALID": "magenta"}
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"beamwatch: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+def config_or_exit(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for issue in e.issues:
+            err.print(str(issue), markup=False)
+        raise typer.Exit(2) from None
+
+
+def open_store(config: Config):
+    from .store import Store
+
+    try:
+        return Store(config.storage.url)
+    except Exception as e:  # a database that is not there, a file we cannot write
+        fail(f"cannot open the store {_safe_url(config.storage.url)}: {_first_line(e)}", 1)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<storage url>"
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="More log output (-v info, -vv debug).")] = 0,
+    log_json: Annotated[bool, typer.Option("--log-json", help="Log as JSON lines.")] = False,
+) -> None:
+    logs.setup(verbose, log_json)
+
+
+@app.command()
+def check(config: ConfigOpt) -> None:
+    """Validate a config file; print every problem as FILE:LINE:COL: key: message."""
+    cfg = config_or_exit(config)
+    out.print(f"{config}: OK — beamline {cfg.beamline}, {len(cfg.checks)} checks, "
+              f"{len(cfg.routes)} routes", markup=False)
+
+
+@app.command()
+def run(config: ConfigOpt) -> None:
+    """Watch the beamline (runs until SIGTERM or Ctrl-C; SIGHUP reloads the config)."""
+    from .app import App
+
+    config_or_exit(config)
+    try:
+        application = App(config)
+    except ConfigError as e:
+        for issue in e.issues:
+            err.print(str(issue), markup=False)
+        raise typer.Exit(2) from None
+    except Exception as e:
+        fail(f"cannot start: {_first_line(e)}", 1)
+    err.print(f"beamwatch: watching {len(application.config.checks)} checks of "
+              f"{application.config.beamline}; log in {_safe_url(application.config.storage.url)}"
+              "; Ctrl-C stops", markup=False)
+    try:
+        asyncio.run(application.run())
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def status(config: ConfigOpt, as_json: JsonOpt = False,
+           all_checks: Annotated[bool, typer.Option("--all", help="Show OK checks too.")] = True,
+           ) -> None:
+    """Every check, worst first: severity, value, since when, why."""
+    from .api import service
+
+    cfg = config_or_exit(config)
+    store = open_store(cfg)
+    rows = service.status(cfg, store)
+    alive = service.engine_alive(store)
+    if as_json:
+        print(json.dumps({"beamline": cfg.beamline, "engine_running": alive,
+                          "checks": [r.to_json() for r in rows]}, indent=2))
+        return
+    now = time.time()
+    table = Table(title=f"{cfg.beamline} — {sum(r.severity != 'OK' for r in rows)} in alarm"
+                        f"{'' if alive else ' (beamwatch run is NOT running)'}")
+    for col in ("check", "severity", "value", "since", "why"):
+        table.add_column(col)
+    for r in rows:
+        if not all_checks and r.severity == "OK":
+            continue
+        sev = r.severity + (" (acked)" if r.acked else "")
+        if r.severity != r.current:
+            sev += f" now {r.current}"
+        table.add_row(r.id, f"[{SEVERITY_STYLE[r.severity]}]{sev}[/]", r.value_text,
+                      timefmt.ago(r.since, now) if r.since else "—", r.message or "")
+    out.print(table)
+
+
+@app.command()
+def history(
+    config: ConfigOpt,
+    since: Annotated[str, typer.Option(help="How far back: 24h, 7d, or a time.")] = "24h",
+    check_id: Annotated[str | None, typer.Option("--check", help="Only this check.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The beamline log: every transition, oldest first."""
+    from .api import service
+
+    cfg = config_or_exit(config)
+    if check_id is not None and check_id not in cfg.check_ids:
+        fail(f"unknown check '{check_id}'")
+    try:
+        start = timefmt.parse_when(since, cfg.timezone)
+    except ValueError as e:
+        fail(f"--since: {e}")
+    rows = service.history(open_store(cfg), start, check_id, limit)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{cfg.beamline} log since {timefmt.show(start, cfg.timezone)} "
+                        f"({cfg.timezone})")
+    for col in ("time", "check", "change", "value", "why"):
+        table.add_column(col)
+    for r in rows:
+        change = f"{r['old']} → [{SEVERITY_STYLE[r['new']]}]{r['new']}[/]"
+        if r["reason"] == "ack":
+            change += f" acked by {r['actor']}"
+        why = r["message"] + (f" [muted: {r['muted']} {r['mute_detail'] or ''}]"
+                              if r["muted"] else "")
+        table.add_row(timefmt.show(r["time"], cfg.timezone), r["check"], change,
+                      json.dumps(r["value"]) if r["value"] is not None else "—", why)
+    out.print(table)
+    if not rows:
+        out.print("no transitions in that period")
+
+
+@app.command()
+def ack(
+    config: ConfigOpt,
+    check_id: Annotated[str, typer.Argument(help="The check to acknowledge.")],
+    who: Annotated[str | None, typer.Option("--as", help="Who acknowledges (default: $USER).")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Acknowledge a check's alarm (stops repeats; a latched alarm clears if OK now)."""
+    from .api import service
+
+    cfg = config_or_exit(config)
+    result = service.acknowledge(cfg, open_store(cfg), check_id, who or getpass.getuser())
+    if as_json:
+        print(json.dumps({"ok": result.ok, "message": result.message, "queued": result.queued}))
+    else:
+        (out if result.ok else err).print(result.message, markup=False)
+    raise typer.Exit(0 if result.ok else 2)
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = Path("examples/i04-demo.yaml"),
+) -> None:
+    """Start the simulated beamline and the monitor, and say what to look at."""
+    from .sim.demo import run_demo
+
+    config_or_exit(config)
+    run_demo(config)
+
+
+def _mount_optional() -> None:
+    """Sub-commands that live with their subsystem."""
+    try:
+        from .sim.cli import app as sim_app
+    except ImportError:  # pragma: no cover - during development only
+        return
+    app.add_typer(sim_app, name="sim", help="The simulated MX beamline (a real EPICS IOC).")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""The engine: alarm logic, noise control and the loop that drives them."""

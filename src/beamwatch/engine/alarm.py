@@ -1,0 +1,127 @@
+"""Alarm logic of one check: `for:` delay, latch, acknowledgement.
+
+The vocabulary is the Phoebus alarm server's: `current` is what the check
+says now (after its delay), `severity` is the alarm severity people see —
+with `latch: true` it stays at the worst seen until someone acknowledges.
+No I/O, no clock: every call gets `now`, and returns the transitions it made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..model import AlarmState, Evaluation, Severity, Transition
+
+# How a newly committed `current` severity changes the alarm severity and the
+# acknowledgement, as a table: (latch, new current vs alarm severity, acked) ->
+# (alarm severity becomes "new" or "keep", acked becomes True/False/"keep").
+# "worse" always re-arms: a worse alarm needs a new acknowledgement.
+_ANY = None
+RULES: list[tuple[bool | None, str, bool | None, str, bool | str]] = [
+    # latch  compare    acked   severity  acked
+    (_ANY,   "worse",   _ANY,   "new",    False),
+    (False,  "same",    _ANY,   "new",    "keep"),
+    (False,  "better",  _ANY,   "new",    "keep"),
+    (False,  "ok",      _ANY,   "new",    False),
+    (True,   "same",    _ANY,   "keep",   "keep"),
+    (True,   "better",  False,  "keep",   False),  # latched: stays until acknowledged
+    (True,   "ok",      False,  "keep",   False),
+    (True,   "better",  True,   "new",    True),
+    (True,   "ok",      True,   "new",    False),
+]
+
+
+def _compare(new: Severity, alarm: Severity) -> str:
+    if new > alarm:
+        return "worse"
+    if new == alarm:
+        return "same"
+    return "ok" if new == Severity.OK else "better"
+
+
+def _rule(latch: bool, compare: str, acked: bool) -> tuple[str, bool | str]:
+    for r_latch, r_cmp, r_acked, sev, ack in RULES:
+        if r_latch in (_ANY, latch) and r_cmp == compare and r_acked in (_ANY, acked):
+            return sev, ack
+    raise AssertionError(f"no alarm rule for latch={latch} {compare} acked={acked}")
+
+
+class AlarmLogic:
+    def __init__(self, check_id: str, delay: float = 0.0, latch: bool = False,
+                 state: AlarmState | None = None):
+        self.check_id = check_id
+        self.delay = delay
+        self.latch = latch
+        self.state = state or AlarmState(check_id)
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def evaluate(self, ev: Evaluation, now: float) -> list[Transition]:
+        """A new evaluation: commit it now, or start/continue waiting out the delay."""
+        s = self.state
+        if ev.severity == s.current:
+            self.state = replace(s, pending=None, pending_since=None, message=ev.message,
+                                 value=ev.value)
+            return []
+        pending_since = s.pending_since if s.pending is not None else now
+        self.state = replace(s, pending=ev.severity, pending_since=pending_since,
+                             message=ev.message, value=ev.value)
+        if now - pending_since >= self.delay:
+            return self._commit(now, "evaluation")
+        return []
+
+    def tick(self, now: float) -> list[Transition]:
+        """Time passed: commit a pending severity whose delay has run out."""
+        deadline = self.deadline
+        if deadline is not None and now >= deadline:
+            return self._commit(now, "evaluation")
+        return []
+
+    def acknowledge(self, who: str, now: float) -> list[Transition]:
+        s = self.state
+        if s.severity == Severity.OK or s.acked:
+            return []
+        if self.latch and s.current < s.severity:
+            new_sev, acked = s.current, s.current > Severity.OK
+        else:
+            new_sev, acked = s.severity, True
+        self.state = replace(
+            s, severity=new_sev, acked=acked, acked_by=who, acked_at=now,
+            since=now if new_sev != s.severity else s.since,
+        )
+        return [self._transition(s, now, "ack", actor=who)]
+
+    @property
+    def deadline(self) -> float | None:
+        s = self.state
+        if s.pending is None or s.pending_since is None:
+            return None
+        return s.pending_since + self.delay
+
+    # -- the table --------------------------------------------------------------------
+
+    def _commit(self, now: float, reason: str) -> list[Transition]:
+        s = self.state
+        new = s.pending if s.pending is not None else s.current
+        sev_choice, ack_choice = _rule(self.latch, _compare(new, s.severity), s.acked)
+        severity = new if sev_choice == "new" else s.severity
+        acked = s.acked if ack_choice == "keep" else bool(ack_choice)
+        self.state = replace(
+            s, current=new, severity=severity, acked=acked, pending=None, pending_since=None,
+            since=now if severity != s.severity else s.since,
+            acked_by=s.acked_by if acked else None, acked_at=s.acked_at if acked else None,
+        )
+        if (self.state.severity, self.state.current, self.state.acked) == (
+            s.severity, s.current, s.acked
+        ):
+            return []
+        return [self._transition(s, now, reason)]
+
+    def _transition(self, old: AlarmState, now: float, reason: str,
+                    actor: str | None = None) -> Transition:
+        new = self.state
+        return Transition(
+            check_id=self.check_id, time=now, old=old.severity, new=new.severity,
+            current=new.current, acked=new.acked, value=new.value, message=new.message,
+            reason=reason, actor=actor,
+        )

@@ -1,0 +1,308 @@
+"""The engine loop: samples in, transitions stored, notifications queued.
+
+    source --batch of Samples--> on_samples() --> Check.evaluate --> AlarmLogic
+        --> Transitions --> decider (mute stages, routing) --> store.record()
+
+Everything on the hot path runs on the asyncio loop's thread and does no I/O;
+the store is written by one writer thread, in order. A transition is
+committed together with the notifications it causes before any is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..checks.evaluate import Check, CheckInput
+from ..clock import Clock, SystemClock
+from ..config.schema import CheckConfig, Config
+from ..model import AlarmState, Evaluation, Sample, Severity, Transition
+from ..sources.base import Source
+from ..store import LatestValue, Store
+from .alarm import AlarmLogic
+from .history import MinuteHistory
+
+log = logging.getLogger(__name__)
+
+
+class Decider(Protocol):
+    """Turns transitions into notifications (mute stages + routing)."""
+
+    def decide(self, transitions: list[Transition], now: float) -> tuple[list[Transition], list[dict]]:
+        """Return the transitions annotated with mute reason / incident, and outbox rows
+        (each with `transition_index` into that list)."""
+
+
+class NoNotifications:
+    def decide(self, transitions, now):
+        return transitions, []
+
+
+@dataclass
+class Runtime:
+    """Everything the engine keeps for one check."""
+
+    check: Check
+    logic: AlarmLogic
+    input: CheckInput
+    last_eval: Evaluation | None = None
+    address: str = ""
+    source: str = "ca"
+    dirty: bool = False  # the latest value changed since the last flush
+
+
+@dataclass
+class EngineStats:
+    samples: int = 0
+    batches: int = 0
+    transitions: int = 0
+    write_errors: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, config: Config, sources: dict[str, Source], store: Store,
+                 clock: Clock | None = None, decider: Decider | None = None,
+                 on_committed: Callable[[], None] | None = None):
+        self.config = config
+        self.sources = sources
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.decider = decider or NoNotifications()
+        self.on_committed = on_committed
+        self.runtimes: dict[str, Runtime] = {}
+        self.by_address: dict[tuple[str, str], list[Runtime]] = {}
+        self.readers: dict[str, list[Runtime]] = {}  # check id -> checks whose `when:` read it
+        self.history = MinuteHistory()
+        self.stats = EngineStats()
+        self._pending: list[tuple[Transition, AlarmState]] = []
+        self._flush_scheduled = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beamwatch-store")
+        self._write_lock = asyncio.Lock()
+        self._build(config, self.store.load_states())
+
+    # -- set-up and reload ----------------------------------------------------------------
+
+    def _build(self, config: Config, states: dict[str, AlarmState]) -> None:
+        now = self.clock.now()
+        ids = config.check_ids
+        for cfg in config.checks:
+            self.runtimes[cfg.id] = self._runtime(cfg, ids, states.get(cfg.id), now)
+        self._index()
+
+    def _runtime(self, cfg: CheckConfig, ids: list[str], state: AlarmState | None,
+                 now: float) -> Runtime:
+        logic = AlarmLogic(cfg.id, cfg.for_, cfg.latch, state)
+        return Runtime(Check(cfg, ids), logic, CheckInput(started=now), address=cfg.pv or "",
+                       source=cfg.source or "ca")
+
+    def _index(self) -> None:
+        self.by_address = {}
+        self.readers = {}
+        for rt in self.runtimes.values():
+            self.by_address.setdefault((rt.source, rt.address), []).append(rt)
+            for read in rt.check.reads:
+                self.readers.setdefault(read, []).append(rt)
+
+    def addresses(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for source, address in self.by_address:
+            out.setdefault(source, set()).add(address)
+        return out
+
+    async def start(self) -> None:
+        for name, addrs in self.addresses().items():
+            src = self.sources[name]
+            src.subscribe(sorted(addrs))
+            await src.start(self.source_sink(name))
+
+    async def stop(self) -> None:
+        for src in self.sources.values():
+            await src.stop()
+        await self.flush(final=True)
+        self._writer.shutdown(wait=True)
+
+    def reload(self, config: Config) -> dict[str, list[str]]:
+        """Apply a new config: unchanged checks keep everything; changed checks keep their
+        alarm state and are re-evaluated under the new rules; removed ones are dropped."""
+        now = self.clock.now()
+        old = self.runtimes
+        before = self.addresses()
+        ids = config.check_ids
+        report: dict[str, list[str]] = {"added": [], "changed": [], "removed": [], "kept": []}
+        new: dict[str, Runtime] = {}
+        for cfg in config.checks:
+            prev = old.get(cfg.id)
+            if prev is not None and prev.check.config == cfg:
+                prev.check = Check(cfg, ids)  # other checks' ids may have changed
+                new[cfg.id] = prev
+                report["kept"].append(cfg.id)
+                continue
+            rt = self._runtime(cfg, ids, prev.logic.state if prev else None, now)
+            if prev is not None and prev.address == rt.address and prev.source == rt.source:
+                rt.input = prev.input
+            new[cfg.id] = rt
+            report["changed" if prev else "added"].append(cfg.id)
+        report["removed"] = sorted(set(old) - set(new))
+        self.config, self.runtimes = config, new
+        self._index()
+        after = self.addresses()
+        for name in set(before) | set(after):
+            src = self.sources.get(name)
+            if src is None:
+                continue
+            src.unsubscribe(sorted(before.get(name, set()) - after.get(name, set())))
+            src.subscribe(sorted(after.get(name, set()) - before.get(name, set())))
+        for cid in report["changed"]:
+            self._reevaluate(new[cid], now)
+        return report
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def on_samples(self, batch: list[Sample], source: str = "ca") -> None:
+        """The sink: called on the loop's thread with a batch of samples."""
+        now = self.clock.now()
+        self.stats.batches += 1
+        self.stats.samples += len(batch)
+        by_address = self.by_address
+        for sample in batch:
+            for rt in by_address.get((source, sample.address), ()):
+                rt.input.update(sample)
+                rt.dirty = True
+                if sample.connected:
+                    self.history.add(rt.check.id, sample.value, now)
+                self._reevaluate(rt, now)
+
+    def source_sink(self, source: str) -> Callable[[list[Sample]], None]:
+        return lambda batch: self.on_samples(batch, source)
+
+    def _reevaluate(self, rt: Runtime, now: float, depth: int = 0) -> None:
+        ev = rt.check.evaluate(rt.input, now, self._values_for(rt))
+        if ev is None:
+            return
+        changed = rt.last_eval is None or rt.last_eval.value != ev.value
+        rt.last_eval = ev
+        transitions = rt.logic.evaluate(ev, now)
+        if transitions:
+            self._queue(rt, transitions)
+        if changed and depth < 3:  # checks whose `when:` reads this value
+            for reader in self.readers.get(rt.check.id, ()):
+                self._reevaluate(reader, now, depth + 1)
+
+    def _values_for(self, rt: Runtime) -> dict[str, Any]:
+        if not rt.check.reads:
+            return {}
+        out = {}
+        for cid in rt.check.reads:
+            other = self.runtimes.get(cid)
+            sample = other.input.sample if other else None
+            out[cid] = sample.value if sample is not None and sample.connected else None
+        return out
+
+    def _queue(self, rt: Runtime, transitions: list[Transition]) -> None:
+        state = rt.logic.state
+        for tr in transitions:
+            self._pending.append((tr, state))
+        self.stats.transitions += len(transitions)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._spawn_flush)
+
+    def _spawn_flush(self) -> None:
+        task = asyncio.ensure_future(self.flush())
+        task.add_done_callback(_log_failure)
+
+    # -- time passing ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Once a second: staleness, disconnect grace, `for:` delays."""
+        now = self.clock.now()
+        for rt in self.runtimes.values():
+            if _time_sensitive(rt):
+                self._reevaluate(rt, now)
+            transitions = rt.logic.tick(now)
+            if transitions:
+                self._queue(rt, transitions)
+
+    def acknowledge(self, check_id: str, who: str) -> list[Transition]:
+        rt = self.runtimes.get(check_id)
+        if rt is None:
+            raise KeyError(check_id)
+        transitions = rt.logic.acknowledge(who, self.clock.now())
+        if transitions:
+            self._queue(rt, transitions)
+        return transitions
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def write(self, fn: Callable, *args) -> Any:
+        """Run a store call on the single writer thread (ordered, off the loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def flush(self, final: bool = False) -> None:
+        """Commit queued transitions with their notifications, then wake the outbox."""
+        async with self._write_lock:
+            self._flush_scheduled = False
+            items, self._pending = self._pending, []
+            if items:
+                now = self.clock.now()
+                annotated, notes = self.decider.decide([tr for tr, _ in items], now)
+                rows = [(tr, st) for tr, (_, st) in zip(annotated, items, strict=True)]
+                try:
+                    await self.write(self.store.record, rows, notes)
+                except Exception as e:  # the disk or the database refused: keep, retry
+                    self.stats.write_errors += 1
+                    log.error("storing %d transitions failed, will retry: %s", len(items), e)
+                    self._pending = items + self._pending
+                    if not final:
+                        asyncio.get_running_loop().call_later(1.0, self._spawn_flush)
+                    return
+                if notes and self.on_committed:
+                    self.on_committed()
+            if final:
+                await self.flush_values(final)
+
+    async def flush_values(self, final: bool = False) -> None:
+        """Latest values (for status) and finished minutes of history."""
+        now = self.clock.now()
+        latest = []
+        for rt in self.runtimes.values():
+            if not rt.dirty or rt.input.sample is None:
+                continue
+            rt.dirty = False
+            s = rt.input.sample
+            ev = rt.last_eval
+            latest.append(LatestValue(rt.check.id, s.received, s.value,
+                                      ev.severity if ev else Severity.OK, s.connected, s.server,
+                                      ev.message if ev else s.error))
+        rows = self.history.take(now, everything=final)
+        try:
+            await self.write(self.store.save_latest, latest)
+            await self.write(self.store.save_history, rows)
+        except Exception as e:
+            log.error("storing values failed: %s", e)
+
+    def snapshot(self) -> list[dict]:
+        """Every check's state, for status and the front ends."""
+        out = []
+        for rt in self.runtimes.values():
+            s = rt.logic.state
+            sample = rt.input.sample
+            out.append({"check": rt.check.config, "state": s, "sample": sample,
+                        "evaluation": rt.last_eval})
+        return out
+
+
+def _time_sensitive(rt: Runtime) -> bool:
+    """Checks whose verdict can change with no new sample: staleness, grace periods."""
+    inp = rt.input
+    return rt.check.config.stale is not None or inp.sample is None or not inp.sample.connected
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("engine flush failed", exc_info=task.exception())

@@ -1,0 +1,310 @@
+"""The beamline log: one small, synchronous API over SQLAlchemy.
+
+The engine calls it from one writer thread (see `engine.writer`), so the
+asyncio loop never waits on the disk. SQLite is the default (WAL, so the CLI
+can read while `run` writes); a postgresql+psycopg URL works the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from ..model import AlarmState, Severity, Transition, json_value
+from . import tables as t
+from .migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LatestValue:
+    check_id: str
+    time: float
+    value: Any
+    severity: Severity
+    connected: bool
+    server: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedTransition:
+    id: int
+    transition: Transition
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: int
+    time: float
+    verb: str
+    args: dict
+    actor: str
+    status: str
+    result: str | None
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        eng = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(eng, "connect")
+        def _pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return eng
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str, migrate: bool = True):
+        self.url = url
+        self.engine = make_engine(url)
+        if migrate:
+            upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    # -- transitions and alarm states (written together) ------------------------------
+
+    def record(self, items: Sequence[tuple[Transition, AlarmState]],
+               notifications: Iterable[dict] = (), conn: Connection | None = None) -> list[int]:
+        """Append transitions, save the states they led to, and queue the
+        notifications they cause — in ONE transaction, so nothing decided is lost."""
+        if conn is None:
+            with self.engine.begin() as c:
+                return self.record(items, notifications, c)
+        ids = []
+        for tr, state in items:
+            ids.append(conn.execute(insert(t.transitions).values(_transition_row(tr))).inserted_primary_key[0])
+            self._save_state(conn, state)
+        for note in notifications:
+            row = dict(note)
+            index = row.pop("transition_index", None)
+            if index is not None:
+                row["transition_id"] = ids[index]
+            self._queue(conn, row)
+        return ids
+
+    def _save_state(self, conn: Connection, s: AlarmState) -> None:
+        row = {
+            "severity": int(s.severity), "current": int(s.current), "acked": s.acked,
+            "acked_by": s.acked_by, "acked_at": s.acked_at, "since": s.since,
+            "message": s.message, "value": json_value(s.value),
+            "pending": None if s.pending is None else int(s.pending),
+            "pending_since": s.pending_since,
+        }
+        done = conn.execute(
+            update(t.alarm_states).where(t.alarm_states.c.check_id == s.check_id).values(**row)
+        ).rowcount
+        if not done:
+            conn.execute(insert(t.alarm_states).values(check_id=s.check_id, **row))
+
+    def save_states(self, states: Iterable[AlarmState]) -> None:
+        with self.engine.begin() as conn:
+            for s in states:
+                self._save_state(conn, s)
+
+    def load_states(self) -> dict[str, AlarmState]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.alarm_states)).mappings().all()
+        return {r["check_id"]: _state_from_row(r) for r in rows}
+
+    def transitions(self, since: float | None = None, check_id: str | None = None,
+                    limit: int | None = None, until: float | None = None) -> list[LoggedTransition]:
+        q = select(t.transitions).order_by(t.transitions.c.time, t.transitions.c.id)
+        if since is not None:
+            q = q.where(t.transitions.c.time >= since)
+        if until is not None:
+            q = q.where(t.transitions.c.time <= until)
+        if check_id is not None:
+            q = q.where(t.transitions.c.check_id == check_id)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [_logged_from_row(r) for r in rows]
+
+    # -- latest values and history ------------------------------------------------------
+
+    def save_latest(self, values: Iterable[LatestValue]) -> None:
+        rows = [
+            {"check_id": v.check_id, "time": v.time, "value": json_value(v.value),
+             "severity": int(v.severity), "connected": v.connected, "server": v.server,
+             "message": v.message}
+            for v in values
+        ]
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            self._upsert(conn, t.latest_values, rows, ["check_id"])
+
+    def latest(self) -> dict[str, LatestValue]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.latest_values)).mappings().all()
+        return {
+            r["check_id"]: LatestValue(r["check_id"], r["time"], r["value"],
+                                       Severity(r["severity"]), r["connected"], r["server"],
+                                       r["message"])
+            for r in rows
+        }
+
+    def save_history(self, rows: list[dict]) -> None:
+        """rows: check_id, minute, vmin, vmax, vlast, count (one per check and minute)."""
+        if not rows:
+            return
+        clean = [dict(r, vlast=json_value(r["vlast"]),
+                      vmin=_finite(r["vmin"]), vmax=_finite(r["vmax"])) for r in rows]
+        with self.engine.begin() as conn:
+            self._upsert(conn, t.value_history, clean, ["check_id", "minute"])
+
+    def history(self, check_id: str, since: float, until: float | None = None) -> list[dict]:
+        q = (select(t.value_history).where(t.value_history.c.check_id == check_id)
+             .where(t.value_history.c.minute >= int(since // 60))
+             .order_by(t.value_history.c.minute))
+        if until is not None:
+            q = q.where(t.value_history.c.minute <= int(until // 60))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings().all()]
+
+    def _upsert(self, conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        stmt = dialect_insert(table)
+        cols = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
+        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols), rows)
+
+    # -- retention ------------------------------------------------------------------------
+
+    def purge(self, before: float) -> dict[str, int]:
+        """Delete log rows older than `before`; alarm states and queued work stay."""
+        with self.engine.begin() as conn:
+            done = {
+                "transitions": conn.execute(
+                    delete(t.transitions).where(t.transitions.c.time < before)).rowcount,
+                "value_history": conn.execute(
+                    delete(t.value_history).where(t.value_history.c.minute < int(before // 60))
+                ).rowcount,
+                "notifications": conn.execute(
+                    delete(t.notifications).where(t.notifications.c.created_at < before)
+                    .where(t.notifications.c.status.in_(("sent", "failed", "expired", "folded")))
+                ).rowcount,
+                "commands": conn.execute(
+                    delete(t.commands).where(t.commands.c.time < before)
+                    .where(t.commands.c.status != "queued")).rowcount,
+            }
+        return done
+
+    # -- commands from front ends to the running engine -------------------------------
+
+    def queue_command(self, verb: str, args: dict, actor: str, now: float) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(insert(t.commands).values(
+                time=now, verb=verb, args=args, actor=actor, status="queued")
+            ).inserted_primary_key[0]
+
+    def queued_commands(self) -> list[Command]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.commands).where(t.commands.c.status == "queued")
+                                .order_by(t.commands.c.id)).mappings().all()
+        return [_command(r) for r in rows]
+
+    def finish_command(self, command_id: int, status: str, result: str, now: float,
+                       conn: Connection | None = None) -> None:
+        stmt = update(t.commands).where(t.commands.c.id == command_id).values(
+            status=status, result=result, done_at=now)
+        if conn is not None:
+            conn.execute(stmt)
+            return
+        with self.engine.begin() as c:
+            c.execute(stmt)
+
+    def command(self, command_id: int) -> Command | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(t.commands).where(t.commands.c.id == command_id)
+                             ).mappings().first()
+        return _command(r) if r else None
+
+    # -- the engine's heartbeat (is `beamwatch run` alive?) ----------------------------
+
+    def beat(self, name: str, pid: int, host: str, started: float, now: float,
+             config_file: str) -> None:
+        row = {"pid": pid, "host": host, "started": started, "beat": now,
+               "config_file": config_file}
+        with self.engine.begin() as conn:
+            self._upsert(conn, t.engine_heartbeat, [{"name": name, **row}], ["name"])
+
+    def last_beat(self) -> dict | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(t.engine_heartbeat).order_by(
+                t.engine_heartbeat.c.beat.desc())).mappings().first()
+        return dict(r) if r else None
+
+    def count(self, table_name: str) -> int:
+        table = t.metadata.tables[table_name]
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def _finite(x: Any) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _transition_row(tr: Transition) -> dict:
+    return {
+        "time": tr.time, "check_id": tr.check_id, "old": int(tr.old), "new": int(tr.new),
+        "current": int(tr.current), "acked": tr.acked, "value": json_value(tr.value),
+        "message": tr.message, "reason": tr.reason, "actor": tr.actor,
+        "muted": tr.muted.value if tr.muted else None, "mute_detail": tr.mute_detail,
+        "incident_id": tr.incident_id,
+    }
+
+
+def _state_from_row(r) -> AlarmState:
+    return AlarmState(
+        check_id=r["check_id"], severity=Severity(r["severity"]), current=Severity(r["current"]),
+        acked=r["acked"], acked_by=r["acked_by"], acked_at=r["acked_at"], since=r["since"],
+        message=r["message"], value=r["value"],
+        pending=None if r["pending"] is None else Severity(r["pending"]),
+        pending_since=r["pending_since"],
+    )
+
+
+def _logged_from_row(r) -> LoggedTransition:
+    from ..model import MuteReason
+
+    tr = Transition(
+        check_id=r["check_id"], time=r["time"], old=Severity(r["old"]), new=Severity(r["new"]),
+        current=Severity(r["current"]), acked=r["acked"], value=r["value"],
+        message=r["message"], reason=r["reason"], actor=r["actor"],
+        muted=MuteReason(r["muted"]) if r["muted"] else None, mute_detail=r["mute_detail"],
+        incident_id=r["incident_id"],
+    )
+    return LoggedTransition(r["id"], tr)
+
+
+def _command(r) -> Command:
+    return Command(r["id"], r["time"], r["verb"], r["args"], r["actor"], r["status"], r["result"])

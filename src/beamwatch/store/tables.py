@@ -1,0 +1,142 @@
+"""The beamline log's tables (SQLAlchemy Core). Alembic migrations mirror these.
+
+One database holds the log of transitions, each check's alarm state and
+latest value, a per-minute value history, the outbox of notifications with
+every delivery attempt, and a queue of commands from the CLI and other
+front ends to the running engine.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+transitions = Table(
+    "transitions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("check_id", String(200), nullable=False),
+    Column("old", Integer, nullable=False),
+    Column("new", Integer, nullable=False),
+    Column("current", Integer, nullable=False),
+    Column("acked", Boolean, nullable=False, default=False),
+    Column("value", JSON),
+    Column("message", Text, nullable=False, default=""),
+    Column("reason", String(40), nullable=False),
+    Column("actor", String(200)),
+    Column("muted", String(20)),
+    Column("mute_detail", Text),
+    Column("incident_id", String(64)),
+    Index("ix_transitions_time", "time"),
+    Index("ix_transitions_check_time", "check_id", "time"),
+)
+
+alarm_states = Table(
+    "alarm_states", metadata,
+    Column("check_id", String(200), primary_key=True),
+    Column("severity", Integer, nullable=False),
+    Column("current", Integer, nullable=False),
+    Column("acked", Boolean, nullable=False),
+    Column("acked_by", String(200)),
+    Column("acked_at", Float),
+    Column("since", Float, nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("value", JSON),
+    Column("pending", Integer),
+    Column("pending_since", Float),
+)
+
+latest_values = Table(
+    "latest_values", metadata,
+    Column("check_id", String(200), primary_key=True),
+    Column("time", Float, nullable=False),
+    Column("value", JSON),
+    Column("severity", Integer, nullable=False),  # the check's evaluation, before delays
+    Column("connected", Boolean, nullable=False),
+    Column("server", String(200)),
+    Column("message", Text),
+)
+
+value_history = Table(
+    "value_history", metadata,
+    Column("check_id", String(200), primary_key=True),
+    Column("minute", Integer, primary_key=True),  # epoch seconds // 60
+    Column("vmin", Float),
+    Column("vmax", Float),
+    Column("vlast", JSON),
+    Column("count", Integer, nullable=False),
+    Index("ix_value_history_minute", "minute"),
+)
+
+notifications = Table(
+    "notifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedup_key", String(300), nullable=False, unique=True),
+    Column("transition_id", Integer, ForeignKey("transitions.id", ondelete="SET NULL")),
+    Column("incident_id", String(64)),
+    Column("check_id", String(200)),
+    Column("kind", String(20), nullable=False),  # alarm, resolve, ack, repeat, escalation...
+    Column("receiver", String(200), nullable=False),  # person:ana, channel:ops-slack
+    Column("destination", String(40), nullable=False),  # email, slack, webhook, apprise...
+    Column("route", String(200)),  # which rule decided
+    Column("message", JSON, nullable=False),
+    Column("status", String(20), nullable=False),  # pending, sending, sent, failed, expired
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("claimed_by", String(100)),
+    Column("claimed_until", Float),
+    Column("sent_at", Float),
+    Column("ref", JSON),  # e.g. the Slack channel and ts, to update the message later
+    Column("last_error", Text),
+    Index("ix_notifications_due", "status", "next_attempt_at"),
+)
+
+attempts = Table(
+    "attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("notification_id", Integer, ForeignKey("notifications.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("time", Float, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("retry", Boolean, nullable=False),
+    Column("detail", Text),
+    Column("duration", Float),
+    Index("ix_attempts_notification", "notification_id"),
+)
+
+commands = Table(
+    "commands", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("verb", String(40), nullable=False),  # ack, ...
+    Column("args", JSON, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("status", String(20), nullable=False),  # queued, done, failed
+    Column("result", Text),
+    Column("done_at", Float),
+)
+
+engine_heartbeat = Table(
+    "engine_heartbeat", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("pid", Integer),
+    Column("host", String(200)),
+    Column("started", Float),
+    Column("beat", Float, nullable=False),
+    Column("config_file", Text),
+)
