@@ -220,6 +220,15 @@ def _mount_optional() -> None:
     app.add_typer(sim_app, name="sim", help="The simulated MX beamline (a real EPICS IOC).")
 
 
+def _register_subsystems() -> None:
+    from .routing.cli import register as register_routing
+
+    register_routing(app)
+
+
+_register_subsystems()
+
+
 _mount_optional()
 
 

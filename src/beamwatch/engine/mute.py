@@ -43,9 +43,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..model import MuteReason, Severity
+
+if TYPE_CHECKING:
+    from ..config.schema import CheckConfig
 
 # Names of the built-in labels every alert has; silences and windows match on them.
 CHECK, GROUP, SEVERITY, MODE = "check", "group", "severity", "mode"
@@ -66,6 +69,12 @@ class Alert:
     severity: Severity = Severity.MAJOR
     since: float = 0.0
     mode: str | None = None
+
+    @classmethod
+    def of(cls, check: CheckConfig, severity: Severity, since: float,
+           mode: str | None = None) -> Alert:
+        """The alert of a configured check."""
+        return cls(check.id, check.group, dict(check.labels), severity, since, mode)
 
     def label_set(self) -> dict[str, str]:
         """The labels matchers see: the check's own labels plus the built-in

@@ -104,8 +104,19 @@ class Store:
             index = row.pop("transition_index", None)
             if index is not None:
                 row["transition_id"] = ids[index]
+                row["dedup_key"] = row["dedup_key"].replace("{transition_id}", str(ids[index]))
             self._queue(conn, row)
         return ids
+
+    def _queue(self, conn: Connection, row: dict) -> None:
+        """Insert a notification unless its dedup key is already queued."""
+        seen = conn.execute(select(t.notifications.c.id)
+                            .where(t.notifications.c.dedup_key == row["dedup_key"])).first()
+        if seen is None:
+            row.setdefault("status", "pending")
+            row.setdefault("attempts", 0)
+            row.setdefault("next_attempt_at", row["created_at"])
+            conn.execute(insert(t.notifications).values(**row))
 
     def _save_state(self, conn: Connection, s: AlarmState) -> None:
         row = {

@@ -1,0 +1,141 @@
+"""The outbox: notifications decided and stored, claimed by workers, every attempt kept.
+
+Claiming is one atomic statement, so two workers (or two HA nodes) never
+take the same row: on PostgreSQL `SELECT … FOR UPDATE SKIP LOCKED` inside an
+UPDATE … RETURNING; on SQLite the same UPDATE … RETURNING, which SQLite runs
+under its single write lock. A row claimed by a worker that died is claimed
+again once its `claimed_until` has passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from . import tables as t
+from .store import Store
+
+N = t.notifications.c
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One claimed notification."""
+
+    id: int
+    dedup_key: str
+    check_id: str | None
+    incident_id: str | None
+    kind: str
+    receiver: str
+    destination: str
+    route: str | None
+    message: dict[str, Any]
+    attempts: int
+    created_at: float
+    expires_at: float | None
+    transition_id: int | None
+
+
+def _outgoing(r) -> Outgoing:
+    return Outgoing(r["id"], r["dedup_key"], r["check_id"], r["incident_id"], r["kind"],
+                    r["receiver"], r["destination"], r["route"], r["message"], r["attempts"],
+                    r["created_at"], r["expires_at"], r["transition_id"])
+
+
+class Outbox:
+    def __init__(self, store: Store, worker: str = "worker-1", lease: float = 60.0):
+        self.store = store
+        self.worker = worker
+        self.lease = lease
+
+    def queue(self, rows: list[dict], conn: Connection | None = None) -> int:
+        """Insert rows whose dedup_key is new; a row already queued is skipped."""
+        if conn is None:
+            with self.store.engine.begin() as c:
+                return self.queue(rows, c)
+        before = conn.execute(select(func.count()).select_from(t.notifications)).scalar_one()
+        for row in rows:
+            self.store._queue(conn, dict(row))
+        return conn.execute(select(func.count()).select_from(t.notifications)).scalar_one() - before
+
+    def claim(self, now: float, limit: int = 50) -> list[Outgoing]:
+        """Take due rows: pending ones whose time has come, and abandoned claims."""
+        due = or_(
+            and_(N.status == "pending", N.next_attempt_at <= now),
+            and_(N.status == "sending", N.claimed_until < now),
+        )
+        pick = select(N.id).where(due).order_by(N.next_attempt_at, N.id).limit(limit)
+        if self.store.dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (update(t.notifications).where(N.id.in_(pick.scalar_subquery()))
+                .values(status="sending", claimed_by=self.worker,
+                        claimed_until=now + self.lease)
+                .returning(*t.notifications.c))
+        with self.store.engine.begin() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return sorted((_outgoing(r) for r in rows), key=lambda o: (o.created_at, o.id))
+
+    def next_due(self) -> float | None:
+        with self.store.engine.connect() as conn:
+            return conn.execute(
+                select(N.next_attempt_at).where(N.status == "pending")
+                .order_by(N.next_attempt_at).limit(1)).scalar()
+
+    def finish(self, ids: list[int], now: float, *, status: str, detail: str | None = None,
+               ok: bool = False, retry: bool = False, duration: float | None = None,
+               next_attempt_at: float | None = None, ref: Any = None,
+               count_attempt: bool = True) -> None:
+        """Record one attempt's outcome for each row (a grouped message covers several)."""
+        with self.store.engine.begin() as conn:
+            for nid in ids:
+                if count_attempt:
+                    conn.execute(insert(t.attempts).values(
+                        notification_id=nid, time=now, ok=ok, retry=retry, detail=detail,
+                        duration=duration))
+                values: dict[str, Any] = {"status": status, "claimed_by": None,
+                                          "claimed_until": None, "last_error": None if ok else detail}
+                if count_attempt:
+                    values["attempts"] = N.attempts + 1
+                if ok:
+                    values.update(sent_at=now, ref=ref)
+                if next_attempt_at is not None:
+                    values["next_attempt_at"] = next_attempt_at
+                conn.execute(update(t.notifications).where(N.id == nid).values(**values))
+
+    def sent_ref(self, incident_id: str, receiver: str, destination: str) -> Any:
+        """The delivery reference (e.g. Slack channel+ts) of the first alarm message
+        sent for an incident to this receiver, so later messages update it in place."""
+        with self.store.engine.connect() as conn:
+            return conn.execute(
+                select(N.ref).where(N.incident_id == incident_id, N.receiver == receiver,
+                                    N.destination == destination, N.status == "sent",
+                                    N.kind == "alarm", N.ref.is_not(None))
+                .order_by(N.id).limit(1)).scalar()
+
+    def told(self, incident_id: str) -> list[tuple[str, str]]:
+        """(receiver, destination) pairs that were sent an alarm for this incident."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                select(N.receiver, N.destination).where(
+                    N.incident_id == incident_id, N.status == "sent",
+                    N.kind.in_(("alarm", "repeat", "escalation")))
+                .distinct()).all()
+        return sorted((r[0], r[1]) for r in rows)
+
+    def rows(self, **where: Any) -> list[dict]:
+        """Notifications as dicts (for the log, reports and tests)."""
+        q = select(t.notifications).order_by(N.id)
+        for key, value in where.items():
+            q = q.where(getattr(N, key) == value)
+        with self.store.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings().all()]
+
+    def attempts(self, notification_id: int) -> list[dict]:
+        with self.store.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(
+                select(t.attempts).where(t.attempts.c.notification_id == notification_id)
+                .order_by(t.attempts.c.id)).mappings().all()]

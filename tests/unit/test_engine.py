@@ -1,0 +1,208 @@
+"""The engine end to end with the in-memory source and a real SQLite store."""
+
+import asyncio
+
+import pytest
+
+from beamwatch.api import service
+from beamwatch.clock import FakeClock
+from beamwatch.config import parse_config
+from beamwatch.engine.engine import Engine
+from beamwatch.model import Severity
+from beamwatch.sources.soft import SoftSource
+from beamwatch.store import Store
+
+CONFIG = """
+beamline: I04
+storage: {{url: "sqlite:///{db}"}}
+checks:
+  - id: ring-current
+    pv: SR-DI-DCCT-01:SIGNAL
+    below: {{major: 10, minor: 200}}
+    for: 30s
+  - id: fe-shutter
+    pv: FE04I-PS-SHTR-01:STA
+    when: "value != 'Open' and ring_current > 10"
+    latch: true
+  - id: dcm-temp
+    pv: BL04I-MO-DCM-01:TEMP1
+    above: {{minor: 120, major: 140}}
+    stale: 60s
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    clock = FakeClock()
+    config = parse_config(CONFIG.format(db=tmp_path / "bw.db"))
+    store = Store(config.storage.url)
+    source = SoftSource("ca", clock)
+    yield config, store, source, clock
+    store.close()
+
+
+async def start(config, store, source, clock):
+    engine = Engine(config, {"ca": source}, store, clock)
+    await engine.start()
+    return engine
+
+
+def severities(store):
+    return {cid: s.severity for cid, s in store.load_states().items()}
+
+
+async def test_threshold_crossed_after_delay_is_stored(setup):
+    config, store, source, clock = setup
+    engine = await start(config, store, source, clock)
+    source.push("SR-DI-DCCT-01:SIGNAL", 300.0)
+    source.push("SR-DI-DCCT-01:SIGNAL", 5.0)
+    clock.advance(29)
+    engine.tick()
+    await engine.flush()
+    assert store.transitions(check_id="ring-current") == []
+    clock.advance(1)
+    engine.tick()
+    await engine.flush()
+    [row] = store.transitions(check_id="ring-current")
+    assert (row.transition.check_id, row.transition.old, row.transition.new) == (
+        "ring-current", Severity.OK, Severity.MAJOR)
+    assert row.transition.message == "5 below major limit 10"
+    assert severities(store)["ring-current"] == Severity.MAJOR
+    await engine.stop()
+
+
+async def test_expression_reads_other_check_and_latch_survives_restart(setup):
+    config, store, source, clock = setup
+    engine = await start(config, store, source, clock)
+    source.push("SR-DI-DCCT-01:SIGNAL", 300.0)
+    source.push("FE04I-PS-SHTR-01:STA", "Closed")
+    source.push("FE04I-PS-SHTR-01:STA", "Open")
+    await engine.flush()
+    assert store.load_states()["fe-shutter"].severity == Severity.MAJOR  # latched
+    assert store.load_states()["fe-shutter"].current == Severity.OK
+    await engine.stop()
+
+    # restart: the latched alarm is still there, and an ack clears it
+    engine2 = await start(config, store, SoftSource("ca", clock), clock)
+    assert engine2.runtimes["fe-shutter"].logic.state.severity == Severity.MAJOR
+    [tr] = engine2.acknowledge("fe-shutter", "ana")
+    assert tr.new == Severity.OK and tr.actor == "ana"
+    await engine2.stop()
+    reasons = [r.transition.reason for r in store.transitions(check_id="fe-shutter")]
+    assert reasons == ["evaluation", "evaluation", "ack"]
+
+
+async def test_stale_detected_on_tick_without_samples(setup):
+    config, store, source, clock = setup
+    engine = await start(config, store, source, clock)
+    source.push("BL04I-MO-DCM-01:TEMP1", 100.0)
+    clock.advance(61)
+    engine.tick()
+    await engine.flush()
+    [row] = store.transitions(check_id="dcm-temp")
+    assert row.transition.new == Severity.INVALID
+    assert row.transition.message.startswith("stale: no update for 61s")
+    await engine.stop()
+
+
+async def test_disconnect_after_grace_names_the_ioc(setup):
+    config, store, source, clock = setup
+    engine = await start(config, store, source, clock)
+    source.push("BL04I-MO-DCM-01:TEMP1", 100.0)
+    source.push("BL04I-MO-DCM-01:TEMP1", None, connected=False, server="10.0.0.4:5064")
+    clock.advance(9)
+    engine.tick()
+    await engine.flush()
+    assert store.transitions(check_id="dcm-temp") == []
+    clock.advance(1)
+    engine.tick()
+    await engine.flush()
+    [row] = store.transitions(check_id="dcm-temp")
+    assert row.transition.message == "disconnected (IOC 10.0.0.4:5064)"
+    await engine.stop()
+
+
+async def test_reload_keeps_state_of_unchanged_and_applies_new_rules(setup, tmp_path):
+    config, store, source, clock = setup
+    engine = await start(config, store, source, clock)
+    source.push("BL04I-MO-DCM-01:TEMP1", 130.0)
+    await engine.flush()
+    assert engine.runtimes["dcm-temp"].logic.state.severity == Severity.MINOR
+    new_text = CONFIG.format(db=tmp_path / "bw.db").replace("minor: 120, major: 140",
+                                                            "minor: 120, major: 125")
+    report = engine.reload(parse_config(new_text))
+    assert report["changed"] == ["dcm-temp"] and "ring-current" in report["kept"]
+    await engine.flush()
+    assert engine.runtimes["dcm-temp"].logic.state.severity == Severity.MAJOR
+    await engine.stop()
+
+
+async def test_store_failure_keeps_transitions_until_it_works(setup, monkeypatch):
+    config, store, source, clock = setup
+    engine = await start(config, store, source, clock)
+    real = store.record
+    calls = []
+
+    def broken(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        return real(*a, **k)
+
+    monkeypatch.setattr(store, "record", broken)
+    source.push("BL04I-MO-DCM-01:TEMP1", 150.0)
+    await engine.flush()
+    assert store.transitions() == [] and engine.stats.write_errors == 1
+    await engine.flush()
+    assert [r.transition.new for r in store.transitions()] == [Severity.MAJOR]
+    await engine.stop()
+
+
+async def test_latest_values_and_minute_history(setup):
+    config, store, source, clock = setup
+    clock.t = 1_790_000_040.0
+    engine = await start(config, store, source, clock)
+    for v in (100.0, 104.0, 101.0):
+        source.push("BL04I-MO-DCM-01:TEMP1", v)
+    clock.advance(60)
+    source.push("BL04I-MO-DCM-01:TEMP1", 99.0)
+    await engine.flush_values()
+    assert store.latest()["dcm-temp"].value == 99.0
+    [row] = store.history("dcm-temp", since=clock.t - 3600)
+    assert (row["vmin"], row["vmax"], row["vlast"], row["count"]) == (100.0, 104.0, 101.0, 3)
+    await engine.stop()
+
+
+async def test_retention_purges_old_log_rows_only(setup):
+    config, store, source, clock = setup
+    engine = await start(config, store, source, clock)
+    source.push("BL04I-MO-DCM-01:TEMP1", 150.0)
+    await engine.flush()
+    clock.advance(8 * 86400)
+    source.push("BL04I-MO-DCM-01:TEMP1", 100.0)
+    await engine.flush()
+    done = store.purge(clock.now() - config.storage.retention)
+    assert done["transitions"] == 1
+    assert [r.transition.new for r in store.transitions()] == [Severity.OK]
+    assert "dcm-temp" in store.load_states()
+    await engine.stop()
+
+
+def test_status_worst_first_and_offline_ack(setup):
+    config, store, source, clock = setup
+
+    async def scenario():
+        engine = await start(config, store, source, clock)
+        source.push("SR-DI-DCCT-01:SIGNAL", 300.0)
+        source.push("BL04I-MO-DCM-01:TEMP1", 130.0)
+        source.push("FE04I-PS-SHTR-01:STA", "Closed")
+        await engine.stop()
+
+    asyncio.run(scenario())
+    rows = service.status(config, store)
+    assert [r.id for r in rows] == ["fe-shutter", "dcm-temp", "ring-current"]
+    assert rows[0].severity == "MAJOR" and "value != 'Open'" in rows[0].message
+    result = service.acknowledge(config, store, "fe-shutter", "ben", now=clock.now())
+    assert result.ok and "stored directly" in result.message
+    assert store.load_states()["fe-shutter"].acked_by == "ben"
+    assert not service.acknowledge(config, store, "nope", "ben").ok
