@@ -12,7 +12,14 @@ from pathlib import Path
 
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, load_config
-from .engine.engine import Decider, Engine
+from .engine.decide import Decider
+from .engine.engine import Engine
+from .engine.noise import Noise
+from .notify.registry import NotifyConfigError, build_registry
+from .notify.worker import OutboxWorker
+from .routing.calendars import load_calendars
+from .routing.oncall import OnCallResolver
+from .routing.router import Router
 from .sources.base import Source
 from .store import Store
 
@@ -41,18 +48,17 @@ class App:
     """`beamwatch run`: everything that runs in one process, wired together."""
 
     def __init__(self, config_path: str | Path, clock: Clock | None = None,
-                 sources: dict[str, Source] | None = None,
-                 decider_factory: Callable[[Config, Store], Decider] | None = None):
+                 sources: dict[str, Source] | None = None):
         self.config_path = Path(config_path)
         self.clock = clock or SystemClock()
         self.config = load_config(self.config_path)
         self.store = Store(self.config.storage.url)
         self.sources = sources if sources is not None else build_sources(self.config)
-        self.decider_factory = decider_factory
-        self.engine = Engine(
-            self.config, self.sources, self.store, self.clock,
-            decider=decider_factory(self.config, self.store) if decider_factory else None,
-        )
+        self.engine = Engine(self.config, self.sources, self.store, self.clock)
+        self.engine.decider = self._decider(self.config)
+        self.registry = build_registry(self.config)
+        self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock)
+        self.engine.on_committed = self.worker.wake
         self.started = self.clock.now()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -65,8 +71,9 @@ class App:
                 loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
-        await self.engine.start()
+        await self.start()
         self._tasks = [asyncio.create_task(self._every(TICK, self._tick)),
+                       asyncio.create_task(self.worker.run(self._stop)),
                        asyncio.create_task(self._every(VALUES_EVERY, self.engine.flush_values)),
                        asyncio.create_task(self._every(BEAT_EVERY, self._beat)),
                        asyncio.create_task(self._every(PURGE_EVERY, self._purge))]
@@ -77,8 +84,45 @@ class App:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.close()
+
+    async def start(self) -> None:
+        """Subscribe every source; samples flow from here on."""
+        await self.engine.start()
+
+    async def step(self) -> None:
+        """One tick and everything it leads to, delivered: what `run` does each second,
+        callable by hand with a fake clock (the acceptance tests drive time this way)."""
+        await self._tick()
+        await self.engine.flush()
+        while await self.worker.run_once():
+            pass
+
+    async def close(self) -> None:
         await self.engine.stop()
+        await self.registry.aclose()
         self.store.close()
+
+    def _decider(self, config: Config, previous: Decider | None = None) -> Decider:
+        """Routing, on-call (with calendars) and the noise stages for one config. On a
+        reload the running noise state (incidents, mode, silences) carries over."""
+        calendars, problems = load_calendars(config, self.config_path.parent)
+        for team, problem in problems.items():
+            log.warning("calendar of team %s unusable: %s", team, problem)
+        router = Router(config, OnCallResolver(config, calendars, problems))
+        noise = getattr(previous, "noise", None) or Noise.from_config(config, self.clock.now())
+        decider = Decider(config, router, noise, sample_of=self.engine.sample_of,
+                          state_of=self.engine.state_of)
+        if previous is not None:
+            decider.paged, decider.unpaged = previous.paged, previous.unpaged
+            decider.last_incident = previous.last_incident
+        self.engine.on_mode_sample = self._on_mode_sample
+        return decider
+
+    def _on_mode_sample(self, sample) -> None:
+        for record in self.engine.decider.noise.modes.on_pv(
+                sample.value, self.clock.now(), sample.connected):
+            log.warning("beamline mode: %s", record)
 
     def stop(self) -> None:
         self._stop.set()
@@ -93,10 +137,16 @@ class App:
         if config.storage.url != self.config.storage.url:
             log.error("reload refused: storage.url cannot change while running")
             return
+        try:
+            registry = build_registry(config)
+        except NotifyConfigError as e:
+            log.error("reload refused, keeping the running config: %s", e)
+            return
         report = self.engine.reload(config)
+        old = self.engine.decider
+        self.engine.decider = self._decider(config, previous=old)
         self.config = config
-        if self.decider_factory:
-            self.engine.decider = self.decider_factory(config, self.store)
+        self.worker.config, self.worker.registry = config, registry
         log.warning("config reloaded: %s", {k: len(v) for k, v in report.items()})
 
     async def _every(self, period: float, fn: Callable) -> None:

@@ -19,6 +19,10 @@ def cross_check(config: Config, invalid_ids: set[str] = frozenset()) -> list[Pro
     for part in (_cycles, _modes, _people, _routes):
         problems.extend(part(config))
     problems.extend(_check_refs(config, set(invalid_ids)))
+    if not problems:  # channels and templates are checked once the references hold
+        from ..notify.registry import registry_problems
+
+        problems.extend(registry_problems(config))
     return problems
 
 

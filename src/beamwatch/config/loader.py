@@ -174,6 +174,10 @@ def parse_config(text: str, file: str = "<config>", env: dict[str, str] | None =
     issues = list(resolver.issues)
     config, index_maps, section_issues = _validate(data, file, pos)
     issues += section_issues + _duplicate_ids(data, file, pos)
+    if config is not None and config.templates and base is not None:
+        folder = Path(config.templates).expanduser()
+        if not folder.is_absolute():  # relative to the config file, not the working dir
+            config = config.model_copy(update={"templates": str(base / folder)})
     if config is not None:
         from .crossref import cross_check
 

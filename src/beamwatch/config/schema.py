@@ -209,6 +209,7 @@ class ChannelConfig(Strict):
     smtp_user: str | None = None
     smtp_password: SecretValue | None = None
     smtp_starttls: bool = False
+    smtp_ssl: bool | None = None  # implicit TLS (SMTPS); default: on for port 465
     sender: str | None = None
     to: list[str] = []
     # slack (bot token, so messages can be updated in place)
@@ -216,8 +217,9 @@ class ChannelConfig(Strict):
     channel: str | None = None
     api_url: str | None = None
     timeout: Duration = 10.0
-    fallback_after: Duration | None = None
-    expire: Duration = 3600.0
+    fallback_after: Duration | None = None  # a person's channel failing this long: use their next
+    expire: Duration = 3600.0  # older undelivered messages are folded into one summary
+    people: bool = False  # this channel's settings carry people's addresses of its kind
 
     @model_validator(mode="after")
     def _complete(self) -> ChannelConfig:

@@ -1,192 +1,285 @@
-"""From transitions to outbox rows: mute stages, then routing, then the schedule
-of repeats and escalations. Pure and fast: it runs on the engine's loop before
-the transitions are stored, so a transition and the notifications it causes
-are committed together.
+"""From transitions to outbox rows: one fault, one incident, one page.
 
-Which transitions notify:
-- a raise (OK→alarm, or to a worse severity) that no mute stage holds:
-  one `alarm` row per recipient, then `repeat` and `escalation` rows scheduled
-  for later (the worker cancels them if the alarm is acknowledged or clear);
-- an alarm muted at first and unmuted later (a silence ends while the fault
-  persists): the engine re-offers it (`review`), notified then, once;
-- an acknowledgement or a clear of an alarm people were told about: one
-  fan-out row that the worker expands to exactly those told (`told:`).
+Runs on the engine's loop before the transitions are stored (pure, no I/O),
+so a transition and the notifications it causes commit together.
+
+- Every transition feeds the incident tracker (with the check's *current*
+  severity) and the flap detector, and is annotated with its incident and,
+  if no page follows from it, the mute stage that held it back.
+- Pages come from incident events: an incident opened, a consequence
+  promoted to a root of its own, an incident getting worse. A page goes
+  through the mute stages for its root (mode, maintenance, silence,
+  flapping); a muted page is remembered and offered again every tick, so a
+  silence that ends while the fault persists notifies then, once.
+- A page is routed (people, teams, on-call, channels) into `alarm` rows, with
+  `repeat` and `escalation` rows scheduled after it; the outbox worker
+  cancels those once the root is acknowledged or clear.
+- Acknowledging or resolving an incident people were told about gives one
+  fan-out row that the worker expands to exactly those told.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from ..config.schema import Config
-from ..model import Severity, Transition, json_value, value_text
+from ..model import AlarmState, Sample, Severity, Transition, value_text
+from ..notify.base import Message, Related
 from ..routing.escalation import plan
 from ..routing.router import Router
-from .mute import Alert, MutePipeline
+from .incidents import (
+    ConsequencePromoted,
+    Incident,
+    IncidentEscalated,
+    IncidentKind,
+    IncidentOpened,
+    IncidentResolved,
+)
+from .mute import Alert
+from .noise import Noise
 
-TOLD = "told:"  # receiver of a fan-out row: "whoever was told about this episode"
+TOLD = "told:"  # receiver of a fan-out row: "whoever was told about this incident"
 
 
-@dataclass
-class Episode:
-    """One alarm of one check, from leaving OK to coming back to OK."""
+@dataclass(frozen=True)
+class Decisions:
+    """What `tick` decided with no transition behind it."""
 
-    id: str
-    start: float
-    notified: bool = False
-    worst_notified: Severity = Severity.OK
+    rows: list[dict]
+    log: list[str]  # human lines for the engine's log (flapping started, mode changed...)
 
 
 class Decider:
     def __init__(self, config: Config, router: Router | None = None,
-                 mutes: MutePipeline | None = None,
-                 mode: Callable[[float], str] | None = None):
+                 noise: Noise | None = None,
+                 sample_of: Callable[[str], Sample | None] | None = None,
+                 state_of: Callable[[str], AlarmState | None] | None = None):
         self.config = config
         self.router = router or Router(config)
-        self.mutes = mutes or MutePipeline([])
-        self.mode = mode or (lambda now: config.modes.default)
+        self.noise = noise or Noise.from_config(config)
+        self.sample_of = sample_of or (lambda cid: None)
+        self.state_of = state_of or (lambda cid: None)
+        self._previous: dict[str, Severity] = {}
         self.checks = {c.id: c for c in config.checks}
-        self.episodes: dict[str, Episode] = {}
+        self.paged: dict[str, Severity] = {}  # incident id -> worst severity paged
+        self.unpaged: dict[str, Incident] = {}  # open incidents whose page a stage held
+        self.last_incident: dict[str, str] = {}  # check id -> its latest incident id
 
-    def restore(self, check_id: str, start: float, notified: bool, severity: Severity) -> None:
-        """After a restart: an alarm already active (from the store) keeps its episode."""
-        self.episodes[check_id] = Episode(_episode_id(check_id, start), start, notified,
-                                          severity if notified else Severity.OK)
-
-    # -- the Decider protocol ---------------------------------------------------------------
+    # -- the engine's Decider protocol ------------------------------------------------------
 
     def decide(self, transitions: list[Transition], now: float) -> tuple[list[Transition],
                                                                           list[dict]]:
-        out_tr: list[Transition] = []
-        rows: list[dict] = []
+        out_tr, rows = [], []
         for index, tr in enumerate(transitions):
             tr, new_rows = self._one(tr, now)
             out_tr.append(tr)
             for row in new_rows:
-                row["transition_index"] = index
+                row.setdefault("transition_index", index)
             rows.extend(new_rows)
         return out_tr, rows
 
+    def tick(self, now: float) -> Decisions:
+        """Time passed: held failures settle, flapping ends, muted pages are re-offered."""
+        rows: list[dict] = []
+        rows += self._on_events(self.noise.incidents.tick(now), now)
+        for event in self.noise.flaps.tick(now):
+            if event.stopped:  # settled but still failing: its page is due now
+                self._offer(event.check_id)
+        for inc_id in list(self.unpaged):
+            live = self._live(inc_id)
+            if live is None:
+                del self.unpaged[inc_id]
+                continue
+            rows += self._page(live, "alarm", now)
+        return Decisions(rows, [])
+
+    # -- one transition ---------------------------------------------------------------------
+
     def _one(self, tr: Transition, now: float) -> tuple[Transition, list[dict]]:
-        ep = self.episodes.get(tr.check_id)
-        if tr.old == Severity.OK and tr.new > Severity.OK or ep is None and tr.new > Severity.OK:
-            ep = self.episodes[tr.check_id] = Episode(_episode_id(tr.check_id, tr.time), tr.time)
-        if ep is None:
+        if tr.reason == "ack":
+            inc_id = self.last_incident.get(tr.check_id)
+            tr = replace(tr, incident_id=inc_id)
+            if inc_id is not None and inc_id in self.paged:
+                return tr, [self._fan_out("ack", inc_id, tr, now)]
             return tr, []
-        tr = replace(tr, incident_id=ep.id)
-        if tr.new == Severity.OK:
-            self.episodes.pop(tr.check_id, None)
-        if tr.reason == "ack":  # told people learn who took it (a latched alarm may end too)
-            return tr, [self._fan_out("ack", tr, ep, now)] if ep.notified else []
-        if tr.new == Severity.OK:
-            if tr.old > Severity.OK and ep.notified:
-                return tr, [self._fan_out("resolve", tr, ep, now)]
-            return tr, []
-        if tr.new <= ep.worst_notified:
-            return tr, []  # better, or as bad as already told: nothing new to say
-        mute = self.mutes.decide(self._alert(tr, now), now)
-        if mute is not None:
-            return replace(tr, muted=mute.reason, mute_detail=mute.detail), []
-        rows = self._alarm_rows(tr, ep, now)
-        ep.notified = True
-        ep.worst_notified = tr.new
+        self.noise.flaps.record(tr.check_id, tr.current, now)
+        sample = self.sample_of(tr.check_id)
+        disconnected_at = None
+        if sample is not None and not sample.connected:
+            disconnected_at = sample.received
+        events = self.noise.incidents.update(
+            tr.check_id, tr.current, now, server=sample.server if sample else None,
+            disconnected_at=disconnected_at)
+        inc = self.noise.incidents.incident_of(tr.check_id)
+        if inc is not None:
+            self.last_incident[tr.check_id] = inc.id
+            tr = replace(tr, incident_id=inc.id)
+        elif tr.check_id in self.last_incident:
+            tr = replace(tr, incident_id=self.last_incident[tr.check_id])
+        rows = self._on_events(events, now, tr)
+        if tr.new > Severity.OK and not any(r["kind"] == "alarm" for r in rows):
+            mute = self.noise.pipeline.decide(self._alert(tr.check_id, tr.new, tr.time, now), now)
+            if mute is not None:
+                tr = replace(tr, muted=mute.reason, mute_detail=mute.detail)
         return tr, rows
 
-    def review(self, states: dict[str, Any], now: float) -> list[Transition]:
-        """Active alarms nobody was told about: if no stage mutes them any more,
-        return an `unmuted` transition for each, which `decide` then notifies."""
-        out = []
-        for check_id, ep in self.episodes.items():
-            state = states.get(check_id)
-            if ep.notified or state is None or state.severity == Severity.OK or state.acked:
-                continue
-            tr = Transition(check_id, now, state.severity, state.severity, state.current,
-                            state.acked, state.value, state.message, "unmuted")
-            if self.mutes.decide(self._alert(tr, now), now) is None:
-                out.append(tr)
-        return out
-
-    # -- rows ---------------------------------------------------------------------------------
-
-    def _alert(self, tr: Transition, now: float) -> Alert:
-        cfg = self.checks[tr.check_id]
-        return Alert(tr.check_id, cfg.group, cfg.labels, tr.new, tr.time, self.mode(now))
-
-    def _message(self, tr: Transition, ep: Episode, kind: str, now: float) -> dict:
-        cfg = self.checks.get(tr.check_id)
-        return {
-            "kind": kind, "beamline": self.config.beamline, "check_id": tr.check_id,
-            "title": cfg.title if cfg else tr.check_id, "group": cfg.group if cfg else None,
-            "severity": tr.new.name, "previous": tr.old.name, "value": json_value(tr.value),
-            "value_text": value_text(tr.value), "text": tr.message, "time": tr.time,
-            "since": ep.start, "incident_id": ep.id, "mode": self.mode(now),
-            "actor": tr.actor, "decided_at": now,
-        }
-
-    def _alarm_rows(self, tr: Transition, ep: Episode, now: float) -> list[dict]:
-        mode = self.mode(now)
-        result = self.router.route(tr.check_id, tr.new, now, mode)
-        message = self._message(tr, ep, "alarm", now)
-        rows = []
-        for rcpt in result.recipients:
-            route = self.config.routes[rcpt.route] if rcpt.route is not None else None
-            wait = route.group_wait if route else 0.0
-            names = rcpt.notifier_names
-            if not names:
-                continue
-            dest = names[0]
-            key = f"t{{transition_id}}/{dest}"
-            base = {"check_id": tr.check_id, "incident_id": ep.id, "receiver": rcpt.key,
-                    "destination": dest, "route": _route_label(rcpt),
-                    "created_at": now, "message": message}
-            rows.append({**base, "dedup_key": key + "/alarm", "kind": "alarm",
-                         "next_attempt_at": now + wait,
-                         "expires_at": now + wait + self._expire(dest)})
-            if rcpt.repeat:
-                rows.append({**base, "dedup_key": key + "/repeat1", "kind": "repeat",
-                             "next_attempt_at": now + rcpt.repeat,
-                             "message": {**message, "kind": "repeat", "repeat": 1,
-                                         "repeat_every": rcpt.repeat}})
-        rows += self._escalation_rows(tr, ep, result, message, now, mode)
+    def _on_events(self, events, now: float, tr: Transition | None = None) -> list[dict]:
+        rows: list[dict] = []
+        for ev in events:
+            if isinstance(ev, (IncidentOpened, ConsequencePromoted)):
+                for cid in (ev.incident.root, *ev.incident.consequences):
+                    self.last_incident[cid] = ev.incident.id
+                rows += self._page(ev.incident, "alarm", now)
+            elif isinstance(ev, IncidentEscalated):
+                rows += self._page(ev.incident, "alarm", now)
+            elif isinstance(ev, IncidentResolved):
+                self.unpaged.pop(ev.incident.id, None)
+                if ev.incident.id in self.paged:
+                    rows.append(self._fan_out("resolve", ev.incident.id, tr, now, ev.incident))
         return rows
 
-    def _escalation_rows(self, tr, ep, result, message, now, mode) -> list[dict]:
-        """Each level of each matched route, expanded now for the time it will fire (the
-        on-call person of that moment); the worker cancels them on ack or clear."""
+    def _offer(self, check_id: str) -> None:
+        inc = self.noise.incidents.incident_of(check_id)
+        if inc is not None and inc.id not in self.paged:
+            self.unpaged[inc.id] = inc
+
+    def _live(self, incident_id: str) -> Incident | None:
+        try:
+            inc = self.noise.incidents.get(incident_id)
+        except KeyError:
+            return None
+        return inc if inc.active else None
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    def _root_check(self, inc: Incident) -> str:
+        """The check an incident is routed as: its root, or for an IOC the first of its PVs."""
+        if inc.kind == IncidentKind.IOC:
+            return (inc.disconnected or inc.consequences or (inc.root,))[0]
+        return inc.root
+
+    def _page(self, inc: Incident, kind: str, now: float) -> list[dict]:
+        if self.paged.get(inc.id, Severity.OK) >= inc.severity:
+            return []  # already told at this severity
+        check_id = self._root_check(inc)
+        if check_id not in self.checks:
+            return []
+        mute = self.noise.page_pipeline.decide(
+            self._alert(check_id, inc.severity, inc.opened, now), now)
+        if mute is not None:
+            self.unpaged[inc.id] = inc
+            return []
+        self.unpaged.pop(inc.id, None)
+        first = inc.id not in self.paged
+        self._previous[inc.id] = self.paged.get(inc.id, Severity.OK)
+        self.paged[inc.id] = inc.severity
+        extra = {} if first else {"previous_severity": self._paged_before(inc.id)}
+        return self._alarm_rows(inc, check_id, kind, now, extra)
+
+    def _alert(self, check_id: str, severity: Severity, since: float, now: float) -> Alert:
+        cfg = self.checks[check_id]
+        return Alert(check_id, cfg.group, cfg.labels, severity, since, self.noise.modes.mode(now))
+
+    def _message(self, inc: Incident, check_id: str, kind: str, now: float, **extra) -> dict:
+        """The Message of a page, as the outbox row stores it (notify.Message.to_dict)."""
+        cfg = self.checks[check_id]
+        sample = self.sample_of(check_id)
+        state = self.state_of(check_id)
+        consequences = [self._related(cid) for cid in inc.consequences if cid in self.checks]
+        return Message(
+            kind=kind, beamline=self.config.beamline,
+            title=inc.title if inc.kind == IncidentKind.IOC else cfg.title,
+            severity=inc.severity, check_ids=(check_id,),
+            value=value_text(sample.value) if sample is not None else "",
+            text=(state.message if state else "") or inc.summary,
+            time=now, since=inc.opened, incident_id=inc.id, mode=self.noise.modes.mode(now),
+            link=self._link(inc.id), consequences=consequences, labels=dict(cfg.labels),
+            timezone=self.config.timezone, **extra,
+        ).to_dict()
+
+    def _related(self, check_id: str) -> Related:
+        cfg = self.checks[check_id]
+        state = self.state_of(check_id)
+        sample = self.sample_of(check_id)
+        return Related(check_id, cfg.title, state.severity if state else Severity.INVALID,
+                       value_text(sample.value) if sample is not None else "",
+                       state.muted if state is not None and hasattr(state, "muted") else None)
+
+    def _link(self, incident_id: str) -> str | None:
+        base = self.config.web.url
+        return f"{base.rstrip('/')}/incidents/{incident_id}" if base else None
+
+    def _paged_before(self, incident_id: str) -> Severity:
+        return self._previous.get(incident_id, Severity.OK)
+
+    def _alarm_rows(self, inc: Incident, check_id: str, kind: str, now: float,
+                    extra: dict) -> list[dict]:
+        mode = self.noise.modes.mode(now)
+        result = self.router.route(check_id, inc.severity, now, mode)
+        message = self._message(inc, check_id, kind, now, **extra)
+        level = inc.severity.name
         rows = []
+        for rcpt in result.recipients:
+            if not rcpt.notifier_names:
+                continue
+            dest = rcpt.notifier_names[0]
+            route = self.config.routes[rcpt.route] if rcpt.route is not None else None
+            wait = route.group_wait if route else 0.0
+            base = {"check_id": check_id, "incident_id": inc.id, "receiver": rcpt.key,
+                    "destination": dest, "route": "; ".join(rcpt.via)[:200],
+                    "created_at": now, "transition_index": None}
+            key = f"{inc.id}/{dest}/{level}"
+            rows.append({**base, "dedup_key": f"{key}/alarm", "kind": "alarm",
+                         "message": message, "next_attempt_at": now + wait,
+                         "expires_at": now + wait + self._expire(dest)})
+            if rcpt.repeat:
+                rows.append({**base, "dedup_key": f"{key}/repeat1", "kind": "repeat",
+                             "next_attempt_at": now + rcpt.repeat,
+                             "message": {**message, "kind": "repeat",
+                                         "repeat_every": rcpt.repeat},
+                             "expires_at": now + rcpt.repeat})
         for step in plan(self.router, result, now, mode):
             lv = step.level
-            label = f"escalation level {lv.level} of routes[{lv.route}]"
             for rcpt in step.result.recipients:
                 if not rcpt.notifier_names:
                     continue
                 dest = rcpt.notifier_names[0]
                 rows.append({
-                    "check_id": tr.check_id, "incident_id": ep.id, "receiver": rcpt.key,
-                    "destination": dest, "route": label, "created_at": now,
-                    "dedup_key": f"t{{transition_id}}/{dest}/r{lv.route}e{lv.level}",
+                    "check_id": check_id, "incident_id": inc.id, "receiver": rcpt.key,
+                    "destination": dest, "created_at": now, "transition_index": None,
+                    "route": f"escalation level {lv.level} of routes[{lv.route}]",
+                    "dedup_key": f"{key}/r{lv.route}e{lv.level}/{dest}",
                     "kind": "escalation", "next_attempt_at": step.at,
-                    "message": {**message, "kind": "escalation", "level": lv.level,
-                                "after": lv.after},
+                    "message": {**message, "kind": "escalation",
+                                "escalation_level": lv.level},
                 })
         return rows
 
-    def _fan_out(self, kind: str, tr: Transition, ep: Episode, now: float) -> dict:
-        return {"check_id": tr.check_id, "incident_id": ep.id, "receiver": TOLD + ep.id,
-                "destination": "*", "route": None, "created_at": now, "kind": kind,
-                "dedup_key": f"t{{transition_id}}/{kind}",
-                "message": self._message(tr, ep, kind, now)}
+    def _fan_out(self, kind: str, incident_id: str, tr: Transition | None, now: float,
+                 inc: Incident | None = None) -> dict:
+        """One row the worker expands to everyone told about `incident_id`."""
+        check_id = tr.check_id if tr else (inc.root if inc else "")
+        cfg = self.checks.get(check_id)
+        message = Message(
+            kind=kind, beamline=self.config.beamline,
+            title=(inc.title if inc else (cfg.title if cfg else check_id)),
+            severity=tr.new if tr else Severity.OK, check_ids=(check_id,),
+            previous_severity=tr.old if tr else None,
+            value=value_text(tr.value) if tr else "", text=tr.message if tr else "",
+            time=now, incident_id=incident_id, mode=self.noise.modes.mode(now),
+            link=self._link(incident_id), actor=tr.actor if tr else None,
+            consequences=[self._related(c) for c in (inc.failing if inc else ())
+                          if c in self.checks],
+            timezone=self.config.timezone,
+        ).to_dict()
+        suffix = f"/{tr.actor}@{tr.time:.3f}" if kind == "ack" and tr else ""
+        return {"check_id": check_id, "incident_id": incident_id,
+                "receiver": TOLD + incident_id, "destination": "*", "route": None,
+                "created_at": now, "kind": kind, "message": message,
+                "dedup_key": f"{incident_id}/{kind}{suffix}"}
 
     def _expire(self, dest: str) -> float:
         name = dest.split(":", 1)[1] if dest.startswith("channel:") else None
         channel = self.config.channels.get(name) if name else None
         return channel.expire if channel else 3600.0
-
-
-def _episode_id(check_id: str, start: float) -> str:
-    return f"{check_id}@{int(start)}"
-
-
-def _route_label(rcpt) -> str:
-    return "; ".join(rcpt.via)[:200]

@@ -30,16 +30,23 @@ log = logging.getLogger(__name__)
 
 
 class Decider(Protocol):
-    """Turns transitions into notifications (mute stages + routing)."""
+    """Turns transitions into notifications (mute stages + routing); see engine/decide.py."""
 
-    def decide(self, transitions: list[Transition], now: float) -> tuple[list[Transition], list[dict]]:
-        """Return the transitions annotated with mute reason / incident, and outbox rows
-        (each with `transition_index` into that list)."""
+    def decide(self, transitions: list[Transition],
+               now: float) -> tuple[list[Transition], list[dict]]:
+        """The transitions annotated (mute reason, incident) and outbox rows, each with
+        `transition_index` into that list (None: not caused by one transition)."""
+
+    def tick(self, now: float) -> Any:
+        """Time passed; returns an object with `rows` (outbox rows) to store."""
 
 
 class NoNotifications:
     def decide(self, transitions, now):
         return transitions, []
+
+    def tick(self, now):
+        return None
 
 
 @dataclass
@@ -80,6 +87,10 @@ class Engine:
         self.history = MinuteHistory()
         self.stats = EngineStats()
         self._pending: list[tuple[Transition, AlarmState]] = []
+        self._pending_rows: list[dict] = []  # notifications decided with no transition
+        self._unwritten: list[tuple[list, list[dict]]] = []  # decided, not yet stored
+        self.mode_address = config.modes.from_pv
+        self.on_mode_sample: Callable[[Sample], None] | None = None
         self._flush_scheduled = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beamwatch-store")
         self._write_lock = asyncio.Lock()
@@ -112,7 +123,17 @@ class Engine:
         out: dict[str, set[str]] = {}
         for source, address in self.by_address:
             out.setdefault(source, set()).add(address)
+        if self.config.modes.from_pv:
+            out.setdefault("ca", set()).add(self.config.modes.from_pv)
         return out
+
+    def sample_of(self, check_id: str) -> Sample | None:
+        rt = self.runtimes.get(check_id)
+        return rt.input.sample if rt else None
+
+    def state_of(self, check_id: str) -> AlarmState | None:
+        rt = self.runtimes.get(check_id)
+        return rt.logic.state if rt else None
 
     async def start(self) -> None:
         for name, addrs in self.addresses().items():
@@ -170,6 +191,8 @@ class Engine:
         self.stats.samples += len(batch)
         by_address = self.by_address
         for sample in batch:
+            if sample.address == self.mode_address and self.on_mode_sample is not None:
+                self.on_mode_sample(sample)
             for rt in by_address.get((source, sample.address), ()):
                 rt.input.update(sample)
                 rt.dirty = True
@@ -208,6 +231,9 @@ class Engine:
         for tr in transitions:
             self._pending.append((tr, state))
         self.stats.transitions += len(transitions)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._spawn_flush)
@@ -227,6 +253,10 @@ class Engine:
             transitions = rt.logic.tick(now)
             if transitions:
                 self._queue(rt, transitions)
+        decided = self.decider.tick(now)
+        if decided is not None and decided.rows:
+            self._pending_rows.extend(decided.rows)
+            self._schedule_flush()
 
     def acknowledge(self, check_id: str, who: str) -> list[Transition]:
         rt = self.runtimes.get(check_id)
@@ -244,23 +274,29 @@ class Engine:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
 
     async def flush(self, final: bool = False) -> None:
-        """Commit queued transitions with their notifications, then wake the outbox."""
+        """Decide on queued transitions, then commit them with their notifications and
+        wake the outbox. A failed write keeps the decided batch, in order, for a retry:
+        it is never decided twice, and nothing is notified before it is stored."""
         async with self._write_lock:
             self._flush_scheduled = False
             items, self._pending = self._pending, []
-            if items:
-                now = self.clock.now()
-                annotated, notes = self.decider.decide([tr for tr, _ in items], now)
+            extra, self._pending_rows = self._pending_rows, []
+            if items or extra:
+                annotated, notes = self.decider.decide([tr for tr, _ in items],
+                                                       self.clock.now())
                 rows = [(tr, st) for tr, (_, st) in zip(annotated, items, strict=True)]
+                self._unwritten.append((rows, notes + extra))
+            while self._unwritten:
+                rows, notes = self._unwritten[0]
                 try:
                     await self.write(self.store.record, rows, notes)
                 except Exception as e:  # the disk or the database refused: keep, retry
                     self.stats.write_errors += 1
-                    log.error("storing %d transitions failed, will retry: %s", len(items), e)
-                    self._pending = items + self._pending
+                    log.error("storing %d transitions failed, will retry: %s", len(rows), e)
                     if not final:
-                        asyncio.get_running_loop().call_later(1.0, self._spawn_flush)
+                        asyncio.get_running_loop().call_later(1.0, self._schedule_flush)
                     return
+                self._unwritten.pop(0)
                 if notes and self.on_committed:
                     self.on_committed()
             if final:

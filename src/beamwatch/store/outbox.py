@@ -76,8 +76,27 @@ class Outbox:
                         claimed_until=now + self.lease)
                 .returning(*t.notifications.c))
         with self.store.engine.begin() as conn:
-            rows = conn.execute(stmt).mappings().all()
+            rows = list(conn.execute(stmt).mappings().all())
+            rows += self._claim_group_mates(conn, rows, now)
         return sorted((_outgoing(r) for r in rows), key=lambda o: (o.created_at, o.id))
+
+    def _claim_group_mates(self, conn: Connection, rows: list, now: float) -> list:
+        """group_wait: when the first alarm for a receiver is due, the alarms that came
+        for the same receiver while it waited go with it, in one message."""
+        pairs = {(r["receiver"], r["destination"]) for r in rows if r["kind"] == "alarm"}
+        mates: list = []
+        for receiver, destination in sorted(pairs):
+            pick = select(N.id).where(N.status == "pending", N.kind == "alarm",
+                                      N.receiver == receiver, N.destination == destination,
+                                      N.created_at <= now)
+            if self.store.dialect == "postgresql":
+                pick = pick.with_for_update(skip_locked=True)
+            mates += conn.execute(
+                update(t.notifications).where(N.id.in_(pick.scalar_subquery()))
+                .values(status="sending", claimed_by=self.worker,
+                        claimed_until=now + self.lease)
+                .returning(*t.notifications.c)).mappings().all()
+        return mates
 
     def next_due(self) -> float | None:
         with self.store.engine.connect() as conn:

@@ -142,6 +142,12 @@ class Store:
             rows = conn.execute(select(t.alarm_states)).mappings().all()
         return {r["check_id"]: _state_from_row(r) for r in rows}
 
+    def state(self, check_id: str) -> AlarmState | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(t.alarm_states).where(
+                t.alarm_states.c.check_id == check_id)).mappings().first()
+        return _state_from_row(r) if r else None
+
     def transitions(self, since: float | None = None, check_id: str | None = None,
                     limit: int | None = None, until: float | None = None) -> list[LoggedTransition]:
         q = select(t.transitions).order_by(t.transitions.c.time, t.transitions.c.id)

@@ -140,3 +140,65 @@ engine_heartbeat = Table(
     Column("beat", Float, nullable=False),
     Column("config_file", Text),
 )
+
+# --- noise control (migration 0002): silences, mode overrides and changes, incidents ----------
+
+silences = Table(
+    "silences", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # never reused: see below
+    Column("matchers", JSON, nullable=False),  # [{"name": "check", "op": "=", "value": "x"}]
+    Column("starts", Float, nullable=False),
+    Column("ends", Float, nullable=False),  # set to the time it was ended early, if it was
+    Column("author", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("remind_before", Float),  # None: the muter's default; 0: never
+    Column("expired_by", String(200)),
+    Column("expired_at", Float),
+    Index("ix_silences_ends", "ends"),
+    sqlite_autoincrement=True,
+)
+
+mode_overrides = Table(
+    "mode_overrides", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("mode", String(100), nullable=False),
+    Column("author", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("starts", Float, nullable=False),
+    Column("until", Float, nullable=False),
+    Column("cleared_at", Float),  # ended early (cleared, or replaced by a newer override)
+    Column("cleared_by", String(200)),
+    Index("ix_mode_overrides_until", "until"),
+    sqlite_autoincrement=True,
+)
+
+mode_changes = Table(
+    "mode_changes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("old", String(100), nullable=False),
+    Column("new", String(100), nullable=False),
+    Column("source", String(20), nullable=False),  # pv, override, expiry, schedule, default
+    Column("author", String(200)),
+    Column("reason", Text, nullable=False, default=""),
+    Index("ix_mode_changes_time", "time"),
+)
+
+incidents = Table(
+    "incidents", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(10), nullable=False),  # check, ioc
+    Column("root", String(300), nullable=False),  # check id, or "ioc:host:port"
+    Column("opened", Float, nullable=False),
+    Column("severity", Integer, nullable=False),
+    Column("consequences", JSON, nullable=False),  # check ids, in attachment order
+    Column("failing", JSON, nullable=False),
+    Column("resolved", Float),
+    Column("server", String(200)),
+    Column("disconnected", JSON, nullable=False),
+    Column("promoted_from", String(64)),
+    Column("updated", Float, nullable=False),
+    Index("ix_incidents_opened", "opened"),
+    Index("ix_incidents_resolved", "resolved"),
+)

@@ -1,0 +1,50 @@
+"""Everything that decides whether an alarm reaches a person, built from one config:
+the beamline mode, silences, maintenance windows, the dependency graph with its
+incidents, flapping — and the one mute pipeline over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config.schema import Config
+from .deps import DependencyGraph, DependencyMuter
+from .flapping import FlapDetector, FlapMuter
+from .incidents import IncidentTracker
+from .modes import ModeMuter, ModeTracker
+from .mute import MutePipeline
+from .silences import ScheduleMuter, SilenceMuter
+
+
+def incident_id(root: str, opened: float) -> str:
+    """Deterministic, so a decision replayed after a crash has the same outbox keys."""
+    return f"{root}@{opened:.3f}"
+
+
+@dataclass
+class Noise:
+    modes: ModeTracker
+    silences: SilenceMuter
+    schedule: ScheduleMuter
+    graph: DependencyGraph
+    incidents: IncidentTracker
+    flaps: FlapDetector
+    pipeline: MutePipeline  # every stage: for per-check transitions
+    page_pipeline: MutePipeline  # without DEPENDENCY: an incident's root is never a consequence
+
+    @classmethod
+    def from_config(cls, config: Config, now: float = 0.0) -> Noise:
+        modes = ModeTracker.from_config(config.modes, now=now)
+        silences = SilenceMuter(tz=config.timezone)
+        schedule = ScheduleMuter([], tz=config.timezone)
+        graph = DependencyGraph.from_checks(config.checks)
+        incidents = IncidentTracker(graph, id_factory=incident_id)
+        flaps = FlapDetector()
+        mode_muter = ModeMuter.from_checks(config.checks, modes)
+        deps = DependencyMuter(graph, incidents.failing, attributed=incidents.root_of,
+                               held=incidents.is_held)
+        flap_muter = FlapMuter(flaps)
+        return cls(
+            modes, silences, schedule, graph, incidents, flaps,
+            MutePipeline([mode_muter, schedule, silences, deps, flap_muter]),
+            MutePipeline([mode_muter, schedule, silences, flap_muter]),
+        )

@@ -1,0 +1,220 @@
+"""Acceptance timelines: at t=0 a fault; exactly these messages, at these times."""
+
+import pytest
+
+from beamwatch.engine.silences import Matcher, Silence
+from beamwatch.model import MuteReason, Severity
+from support.timeline import Timeline
+
+BASE = """
+beamline: I04
+storage: {url: "sqlite:///{db}"}
+modes: {names: [user, unattended, shutdown], default: user}
+channels:
+  hook: {kind: webhook, webhook_url: "{hook}hook"}
+  oncall-hook: {kind: webhook, webhook_url: "{hook}oncall"}
+"""
+
+
+def config(checks: str, routes: str = "routes:\n  - to: [channel:hook]\n") -> str:
+    return BASE + checks + routes
+
+
+DCM = """
+checks:
+  - id: dcm-temp
+    pv: BL04I-MO-DCM-01:TEMP1
+    above: {minor: 120, major: 140}
+    for: 30s
+"""
+
+
+@pytest.fixture
+def timeline(tmp_path, httpserver):
+    def make(text):
+        return Timeline(tmp_path, text, httpserver)
+    return make
+
+
+async def test_fault_under_for_delay_notifies_once_after_the_delay(timeline):
+    async with timeline(config(DCM)) as tl:
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(120)
+    [msg] = tl.messages()
+    assert 30 <= msg.t <= 31
+    assert msg.body["kind"] == "alarm" and msg.body["severity"] == "MAJOR"
+    assert msg.body["check_ids"] == ["dcm-temp"] and msg.body["value"] == "150"
+
+
+async def test_a_5s_spike_under_for_30s_notifies_nobody(timeline):
+    async with timeline(config(DCM)) as tl:
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(5)
+        tl.set("BL04I-MO-DCM-01:TEMP1", 100.0)
+        await tl.run_until(120)
+        [row] = [r for r in tl.app.store.transitions() if r.transition.check_id == "dcm-temp"] or [None]
+    assert tl.messages() == []
+    assert row is None  # not even a transition: the delay absorbed it
+
+
+async def test_resolve_goes_to_those_told(timeline):
+    async with timeline(config(DCM)) as tl:
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(40)
+        tl.set("BL04I-MO-DCM-01:TEMP1", 100.0)
+        await tl.run_until(100)
+    assert [m.body["kind"] for m in tl.messages()] == ["alarm", "resolve"]
+    assert 70 <= tl.messages("resolve")[0].t <= 71  # the clear waits out `for:` too
+
+
+REPEAT = """
+routes:
+  - to: [channel:hook]
+    repeat: 10m
+    escalate: {after: 15m, to: [channel:oncall-hook]}
+"""
+
+
+async def test_repeat_and_escalation_until_acknowledged(timeline):
+    checks = DCM.replace("for: 30s", "for: 0s")
+    async with timeline(config(checks, REPEAT)) as tl:
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(16 * 60)
+        assert [m.body["kind"] for m in tl.messages()] == ["alarm", "repeat"]
+        assert 600 <= tl.messages("repeat")[0].t <= 601
+        [esc] = tl.messages(path="/oncall")
+        assert esc.body["kind"] == "escalation" and 900 <= esc.t <= 901
+        tl.app.engine.acknowledge("dcm-temp", "ana")
+        await tl.run_until(60 * 60)
+    kinds = [m.body["kind"] for m in tl.messages()]
+    assert kinds == ["alarm", "repeat", "ack"]  # the ack stopped the repeats
+    assert tl.messages("ack")[0].body["actor"] == "ana"
+    assert [m.body["kind"] for m in tl.messages(path="/oncall")] == ["escalation", "ack"]
+
+
+GROUPED = """
+checks:
+""" + "".join(f"""
+  - id: gauge-{i}
+    pv: BL04I-VA-GAUGE-0{i}:P
+    above: {{major: 1.0e-6}}
+""" for i in range(1, 4)) + """
+routes:
+  - to: [channel:hook]
+    group_wait: 30s
+"""
+
+
+async def test_alarms_within_group_wait_are_one_message(timeline):
+    async with timeline(BASE + GROUPED) as tl:
+        for i in range(1, 4):
+            tl.set(f"BL04I-VA-GAUGE-0{i}:P", 1e-3)
+            await tl.run_until(tl.now + 5)
+        await tl.run_until(120)
+    [msg] = tl.messages()
+    assert 30 <= msg.t <= 31
+    assert sorted(msg.body["check_ids"]) == ["gauge-1", "gauge-2", "gauge-3"]
+    assert len(msg.body["alarms"]) == 3
+
+
+async def test_server_errors_are_retried_and_delivered_once(timeline, httpserver):
+    async with timeline(config(DCM.replace("for: 30s", "for: 0s"))) as tl:
+        calls = []
+        original = tl._record
+
+        def flaky(request):
+            from werkzeug import Response
+            calls.append(tl.now)
+            if len(calls) <= 2:
+                return Response("busy", status=503)
+            return original(request)
+
+        httpserver.clear()
+        httpserver.expect_request("/hook", method="POST").respond_with_handler(flaky)
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(120)
+        [row] = tl.app.worker.outbox.rows(kind="alarm")
+        attempts = tl.app.worker.outbox.attempts(row["id"])
+    assert len(tl.messages()) == 1 and len(calls) == 3
+    assert row["status"] == "sent" and row["attempts"] == 3
+    assert [a["ok"] for a in attempts] == [False, False, True]
+    assert "503" in attempts[0]["detail"]
+
+
+async def test_rate_limit_retry_after_is_honoured(timeline, httpserver):
+    async with timeline(config(DCM.replace("for: 30s", "for: 0s"))) as tl:
+        calls = []
+        original = tl._record
+
+        def limited(request):
+            from werkzeug import Response
+            calls.append(tl.now)
+            if len(calls) == 1:
+                return Response("slow down", status=429, headers={"Retry-After": "20"})
+            return original(request)
+
+        httpserver.clear()
+        httpserver.expect_request("/hook", method="POST").respond_with_handler(limited)
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(60)
+    assert len(calls) == 2 and 20 <= calls[1] - calls[0] <= 21
+
+
+async def test_a_channel_down_past_expiry_gets_one_summary_not_a_flood(timeline, httpserver):
+    text = (BASE.replace('webhook_url: "{hook}hook"}', 'webhook_url: "{hook}hook", expire: 2m}')
+            + GROUPED.replace("group_wait: 30s", "group_wait: 0s"))
+    async with timeline(text) as tl:
+        down = True
+        original = tl._record
+
+        def outage(request):
+            from werkzeug import Response
+            return Response("down", status=502) if down else original(request)
+
+        httpserver.clear()
+        httpserver.expect_request("/hook", method="POST").respond_with_handler(outage)
+        for i in range(1, 4):
+            tl.set(f"BL04I-VA-GAUGE-0{i}:P", 1e-3)
+            await tl.run_until(tl.now + 20)
+        await tl.run_until(200)
+        down = False
+        await tl.run_until(600)
+    [msg] = tl.messages()
+    assert msg.body["kind"] == "summary" and len(msg.body["alarms"]) == 3
+
+
+MODES = """
+checks:
+  - id: detector-temp
+    pv: BL04I-EA-EIGER-01:CAM:Temp0_RBV
+    above: {major: 45}
+    modes: [user, unattended]
+"""
+
+
+async def test_check_not_active_in_mode_notifies_nobody_but_is_logged(timeline):
+    async with timeline(config(MODES)) as tl:
+        tl.app.engine.decider.noise.modes.set_override(
+            "shutdown", author="ana", reason="shutdown week", now=tl.clock.now(),
+            until=tl.clock.now() + 86400)
+        tl.set("BL04I-EA-EIGER-01:CAM:Temp0_RBV", 50.0)
+        await tl.run_until(60)
+        [row] = tl.app.store.transitions(check_id="detector-temp")
+    assert tl.messages() == []
+    assert row.transition.new == Severity.MAJOR
+    assert row.transition.muted == MuteReason.MODE
+    assert row.transition.mute_detail == "not active in mode shutdown"
+
+
+async def test_silence_expiring_while_fault_persists_notifies_then_once(timeline):
+    async with timeline(config(DCM.replace("for: 30s", "for: 0s"))) as tl:
+        now = tl.clock.now()
+        tl.app.engine.decider.noise.silences.put(Silence(
+            "s1", (Matcher.parse("check=dcm-temp"),), now, now + 300, "ana", "changing chiller"))
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(900)
+        [row] = tl.app.store.transitions(check_id="dcm-temp")
+    [msg] = tl.messages()
+    assert 300 <= msg.t <= 302
+    assert row.transition.muted == MuteReason.SILENCE
+    assert "silenced by ana" in row.transition.mute_detail
