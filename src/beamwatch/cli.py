@@ -200,6 +200,35 @@ def ack(
     raise typer.Exit(0 if result.ok else 2)
 
 
+@app.command("notify-test")
+def notify_test(
+    config: ConfigOpt,
+    to: Annotated[str, typer.Option("--to", help="channel:NAME, person:NAME or "
+                                                   "person:NAME/KIND.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a real test message and say, per destination, whether it arrived."""
+    from .notify.registry import NotifyConfigError
+    from .notify.registry import notify_test as send_test
+
+    cfg = config_or_exit(config)
+    try:
+        results = asyncio.run(send_test(cfg, to))
+    except KeyError as e:
+        fail(f"--to: {e.args[0] if e.args else to}")
+    except NotifyConfigError as e:
+        fail(f"--to {to}: {e}")
+    if as_json:
+        print(json.dumps({name: {"ok": d.ok, "retry": d.retry, "detail": d.detail,
+                                 "error": d.error.value if d.error else None}
+                          for name, d in results.items()}, indent=2))
+    else:
+        for name, d in results.items():
+            verdict = "[green]sent[/]" if d.ok else "[red]FAILED[/]"
+            out.print(f"{name}: {verdict} {d.detail}")
+    raise typer.Exit(0 if all(d.ok for d in results.values()) else 1)
+
+
 @app.command()
 def demo(
     config: ConfigOpt = Path("examples/i04-demo.yaml"),

@@ -24,6 +24,8 @@ people:
   ben: {name: Ben Jones, email: ben@example.org}
   carl: {email: carl@example.org}
   dan: {email: dan@example.org}
+channels:
+  mail: {kind: email, smtp_host: smtp.example.org, sender: beamwatch@example.org}
 """
 
 
@@ -99,6 +101,8 @@ def test_rota_arithmetic(start, every, order, at, expected):
         checks: [{{id: c1, pv: "X:1"}}]
         people: {{a: {{email: a@x}}, b: {{email: b@x}}, c: {{email: c@x}}, day: {{email: d@x}},
                  night: {{email: n@x}}, x: {{email: x@x}}, y: {{email: y@x}}}}
+        channels:
+          mail: {{kind: email, smtp_host: smtp.example.org, sender: beamwatch@example.org}}
         teams:
           t: {{members: [a], rota: {{every: {every}, start: {start}, order: {order}}}}}
         """), env={})

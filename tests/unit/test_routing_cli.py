@@ -19,9 +19,9 @@ CONFIG = textwrap.dedent("""\
       - {id: fe-vacuum, pv: "FE:1", group: vacuum}
       - {id: dcm-temp, pv: "DCM:1", group: optics}
     people:
-      ana: {email: ana@example.org, signal: "+44", order: [signal, email],
+      ana: {email: ana@example.org, signal: "+441111111111", order: [signal, email],
             quiet_hours: {start: "22:00", end: "07:00", channels: [signal]}}
-      ben: {email: ben@example.org, slack: U2}
+      ben: {email: ben@example.org, slack: U02}
       carl: {email: carl@example.org}
     teams:
       mx:
@@ -31,6 +31,9 @@ CONFIG = textwrap.dedent("""\
       cal: {members: [ana, ben], ical: oncall.ics}
     channels:
       ops: {url: "json://localhost/ops"}
+      mail: {kind: email, smtp_host: smtp.example.org, sender: beamwatch@example.org}
+      slack: {kind: slack, token: xoxb-test, channel: "#ops"}
+      signal: {url: "signal://localhost:8080/+441234567890"}
     routes:
       - match: {severity: major, group: vacuum}
         modes: [unattended]
@@ -134,7 +137,7 @@ def test_a_config_error_prints_file_line_col_and_exits_2(cli):
     bad.write_text(CONFIG.replace("    repeat: 1h\n", "    repeat: 1h\n    colour: red\n"))
     res = CliRunner().invoke(cli.app, ["route", "-c", str(bad), "--check", "fe-vacuum"])
     assert res.exit_code == 2
-    assert res.stderr.strip() == f"{bad}:25:5: routes[0].colour: unknown key"
+    assert res.stderr.strip() == f"{bad}:28:5: routes[0].colour: unknown key"
     res = CliRunner().invoke(cli.app, ["oncall", "-c", str(cli.path / "missing.yaml")])
     assert res.exit_code == 2 and "cannot read the file" in res.stderr
 

@@ -26,15 +26,19 @@ CONFIG = textwrap.dedent("""\
       - {id: fe-vacuum, pv: "FE:1", group: vacuum}
       - {id: ring-current, pv: "SR:1", group: machine}
     people:
-      ana: {email: ana@x.org, signal: "+44",
+      ana: {email: ana@x.org, signal: "+441111111111",
             quiet_hours: {start: "22:00", end: "07:00", channels: [signal]}}
-      ben: {email: ben@x.org, slack: U2}
-      carl: {email: carl@x.org, whatsapp: "+1", timezone: America/New_York,
+      ben: {email: ben@x.org, slack: U02}
+      carl: {email: carl@x.org, whatsapp: "+12125550100", timezone: America/New_York,
              quiet_hours: {start: "21:00", end: "08:00"}}
     teams:
       mx: {members: [ana, ben], rota: {every: 1w, start: 2026-01-05T09:00, order: [ana, ben]}}
     channels:
       ops: {url: "json://localhost/ops"}
+      mail: {kind: email, smtp_host: smtp.example.org, sender: beamwatch@example.org}
+      slack: {kind: slack, token: xoxb-test, channel: "#ops"}
+      signal: {url: "signal://localhost:8080/+441234567890"}
+      whatsapp: {url: "whatsapp://abcdefTOKEN123@1234567890/"}
     routes:
       - match: {group: vacuum}
         to: [oncall:mx]

@@ -16,16 +16,22 @@ PEOPLE = textwrap.dedent("""\
     timezone: Europe/London
     checks: [{id: c1, pv: "X:1"}]
     people:
-      ana: {email: a@x, slack: U1, signal: "+44", order: [signal, email],
+      ana: {email: a@x, slack: U01, signal: "+441111111111", order: [signal, email],
             quiet_hours: {start: "22:00", end: "07:00", channels: [signal]}}
-      carl: {email: c@x, whatsapp: "+1", timezone: America/New_York,
+      carl: {email: c@x, whatsapp: "+12125550100", timezone: America/New_York,
              quiet_hours: {start: "21:00", end: "08:00"}}
       lunch: {email: l@x, quiet_hours: {start: "12:00", end: "14:00"}}
       same: {email: s@x, quiet_hours: {start: "09:00", end: "09:00"}}
-      typo: {email: t@x, slack: U9, quiet_hours: {start: "22:00", end: "07:00",
+      typo: {email: t@x, slack: U09, quiet_hours: {start: "22:00", end: "07:00",
              channels: [whatsapp]}}
-      all5: {email: e@x, slack: U5, signal: "+5", whatsapp: "+55", webhook: "https://h/5"}
-      mine: {email: m@x, slack: U6, order: [email, slack]}
+      all5: {email: e@x, slack: U05, signal: "+445555555555", whatsapp: "+15555550155",
+             webhook: "https://h/5"}
+      mine: {email: m@x, slack: U06, order: [email, slack]}
+    channels:
+      mail: {kind: email, smtp_host: smtp.example.org, sender: beamwatch@example.org}
+      slack: {kind: slack, token: xoxb-test, channel: "#ops"}
+      signal: {url: "signal://localhost:8080/+441234567890"}
+      whatsapp: {url: "whatsapp://abcdefTOKEN123@1234567890/"}
     routes:
       - to: [person:ana, person:carl, person:typo]
     """)

@@ -20,15 +20,19 @@ CONFIG = textwrap.dedent("""\
       - {id: cryo-temp, pv: "CR:1", group: cryo}
       - {id: dcm-temp, pv: "DCM:1", group: optics, labels: {area: hutch}}
     people:
-      ana: {email: ana@x.org, slack: U1, signal: "+4411", order: [signal, email]}
-      ben: {email: ben@x.org, slack: U2}
-      carl: {email: carl@x.org, whatsapp: "+1212"}
+      ana: {email: ana@x.org, slack: U01, signal: "+441111111111", order: [signal, email]}
+      ben: {email: ben@x.org, slack: U02}
+      carl: {email: carl@x.org, whatsapp: "+12125550100"}
     teams:
       mx: {members: [ana, ben], rota: {every: 1w, start: 2026-01-05T09:00, order: [ana, ben]}}
       vac: {members: [ben, carl]}
     channels:
       ops: {url: "json://localhost/ops"}
       pager: {kind: webhook, webhook_url: "https://pager.example.org/hook"}
+      mail: {kind: email, smtp_host: smtp.example.org, sender: beamwatch@example.org}
+      slack: {kind: slack, token: xoxb-test, channel: "#ops"}
+      signal: {url: "signal://localhost:8080/+441234567890"}
+      whatsapp: {url: "whatsapp://abcdefTOKEN123@1234567890/"}
     routes:
       - match: {check: ring-current}
         to: [channel:ops]

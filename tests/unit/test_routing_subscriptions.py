@@ -21,7 +21,7 @@ CONFIG = textwrap.dedent("""\
       - {id: fe-vacuum, pv: "FE:1", group: vacuum}
       - {id: dcm-temp, pv: "DCM:1", group: optics}
     people:
-      ana: {email: ana@x.org, signal: "+44",
+      ana: {email: ana@x.org, signal: "+441111111111",
             quiet_hours: {start: "22:00", end: "07:00", channels: [signal]},
             subscriptions: [{groups: [vacuum], severity: minor}]}
       ben: {email: ben@x.org}
@@ -32,6 +32,8 @@ CONFIG = textwrap.dedent("""\
       mx: {members: [ana, ben], rota: {every: 1w, start: 2026-01-05T09:00, order: [ana, ben]}}
     channels:
       ops: {url: "json://localhost/ops"}
+      mail: {kind: email, smtp_host: smtp.example.org, sender: beamwatch@example.org}
+      signal: {url: "signal://localhost:8080/+441234567890"}
     routes:
       - match: {group: vacuum, severity: major}
         to: [oncall:mx, team:mx]
