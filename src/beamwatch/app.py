@@ -22,6 +22,7 @@ from .routing.oncall import OnCallResolver
 from .routing.router import Router
 from .sources.base import Source
 from .store import Store
+from .store.noise import NoiseStore
 
 log = logging.getLogger("beamwatch")
 
@@ -58,6 +59,7 @@ class App:
         self.engine.decider = self._decider(self.config)
         self.registry = build_registry(self.config)
         self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock)
+        self.noise_store = NoiseStore(self.store)
         self.engine.on_committed = self.worker.wake
         self.started = self.clock.now()
         self._stop = asyncio.Event()
@@ -87,8 +89,51 @@ class App:
         await self.close()
 
     async def start(self) -> None:
-        """Subscribe every source; samples flow from here on."""
+        """Take back what was going on before a restart, then subscribe every source."""
+        now = self.clock.now()
+        incidents = await self.engine.write(self.noise_store.open_incidents)
+        paged = await self.engine.write(self.worker.outbox.paged, [i.id for i in incidents])
+        rows = self.engine.decider.restore(incidents, paged, now)
+        if rows:
+            self.engine._pending_rows.extend(rows)
+        await self.sync_noise()
         await self.engine.start()
+
+    async def sync_noise(self) -> None:
+        """Silences and the mode override live in the store (any front end writes them);
+        mirror them into the mute stages, and store what the engine decided: mode
+        changes and incident snapshots."""
+        now = self.clock.now()
+        noise = self.engine.decider.noise
+        silences = await self.engine.write(self.noise_store.silences, now - 86400)
+        for silence in silences:
+            noise.silences.put(silence)
+        override = await self.engine.write(self.noise_store.active_override, now)
+        records = self._apply_override(noise.modes, override, now) + noise.modes.tick(now)
+        if records:
+            for r in records:
+                log.warning("beamline mode: %s", r)
+            await self.engine.write(self.noise_store.log_mode_changes, records)
+        changed = self.engine.decider.changed_incidents
+        if changed:
+            self.engine.decider.changed_incidents = {}
+            await self.engine.write(self.noise_store.save_incidents, list(changed.values()), now)
+
+    @staticmethod
+    def _apply_override(modes, override, now: float) -> list:
+        current = modes.override
+        if override is None:
+            if current is not None and current.until > now:
+                return modes.clear_override(author=current.author, now=now,
+                                            reason="override cleared")
+            return []
+        same = current is not None and (current.mode, current.author, current.reason,
+                                        current.until) == (override.mode, override.author,
+                                                           override.reason, override.until)
+        if same:
+            return []
+        return modes.set_override(override.mode, author=override.author,
+                                  reason=override.reason, now=now, until=override.until)
 
     async def step(self) -> None:
         """One tick and everything it leads to, delivered: what `run` does each second,
@@ -120,9 +165,12 @@ class App:
         return decider
 
     def _on_mode_sample(self, sample) -> None:
-        for record in self.engine.decider.noise.modes.on_pv(
-                sample.value, self.clock.now(), sample.connected):
+        records = self.engine.decider.noise.modes.on_pv(sample.value, self.clock.now(),
+                                                        sample.connected)
+        for record in records:
             log.warning("beamline mode: %s", record)
+        if records:
+            asyncio.ensure_future(self.engine.write(self.noise_store.log_mode_changes, records))
 
     def stop(self) -> None:
         self._stop.set()
@@ -160,6 +208,7 @@ class App:
                 log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
 
     async def _tick(self) -> None:
+        await self.sync_noise()
         self.engine.tick()
         await self.apply_commands()
 
@@ -190,5 +239,6 @@ class App:
     async def _purge(self) -> None:
         before = self.clock.now() - self.config.storage.retention
         done = await self.engine.write(self.store.purge, before)
+        done.update(await self.engine.write(self.noise_store.purge, before))
         if any(done.values()):
             log.info("retention purge", extra=done)

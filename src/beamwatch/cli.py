@@ -35,7 +35,7 @@ SEVERITY_STYLE = {"OK": "green", "MINOR": "yellow", "MAJOR": "bold red", "INVALI
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"beamwatch: {message}", markup=False)
+    err.print(f"beamwatch: {message}", markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -44,7 +44,7 @@ def config_or_exit(path: Path) -> Config:
         return load_config(path)
     except ConfigError as e:
         for issue in e.issues:
-            err.print(str(issue), markup=False)
+            err.print(str(issue), markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -253,6 +253,9 @@ def _register_subsystems() -> None:
     from .routing.cli import register as register_routing
 
     register_routing(app)
+    from .api.noise_cli import register as register_noise
+
+    register_noise(app)
 
 
 _register_subsystems()

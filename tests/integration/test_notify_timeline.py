@@ -2,7 +2,7 @@
 
 import pytest
 
-from beamwatch.engine.silences import Matcher, Silence
+from beamwatch.store.noise import NoiseStore
 from beamwatch.model import MuteReason, Severity
 from support.timeline import Timeline
 
@@ -194,9 +194,10 @@ checks:
 
 async def test_check_not_active_in_mode_notifies_nobody_but_is_logged(timeline):
     async with timeline(config(MODES)) as tl:
-        tl.app.engine.decider.noise.modes.set_override(
+        NoiseStore(tl.app.store).set_override(  # as `beamwatch mode set` does
             "shutdown", author="ana", reason="shutdown week", now=tl.clock.now(),
             until=tl.clock.now() + 86400)
+        await tl.app.sync_noise()  # what the next tick does
         tl.set("BL04I-EA-EIGER-01:CAM:Temp0_RBV", 50.0)
         await tl.run_until(60)
         [row] = tl.app.store.transitions(check_id="detector-temp")
@@ -209,8 +210,10 @@ async def test_check_not_active_in_mode_notifies_nobody_but_is_logged(timeline):
 async def test_silence_expiring_while_fault_persists_notifies_then_once(timeline):
     async with timeline(config(DCM.replace("for: 30s", "for: 0s"))) as tl:
         now = tl.clock.now()
-        tl.app.engine.decider.noise.silences.put(Silence(
-            "s1", (Matcher.parse("check=dcm-temp"),), now, now + 300, "ana", "changing chiller"))
+        NoiseStore(tl.app.store).add_silence(  # as `beamwatch silence` does
+            ["check=dcm-temp"], start=now, end=now + 300, author="ana",
+            reason="changing chiller", now=now)
+        await tl.app.sync_noise()  # what the next tick does
         tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
         await tl.run_until(900)
         [row] = tl.app.store.transitions(check_id="dcm-temp")

@@ -61,6 +61,7 @@ class Decider:
         self.sample_of = sample_of or (lambda cid: None)
         self.state_of = state_of or (lambda cid: None)
         self._previous: dict[str, Severity] = {}
+        self.changed_incidents: dict[str, Incident] = {}  # to persist, drained by the app
         self.checks = {c.id: c for c in config.checks}
         self.paged: dict[str, Severity] = {}  # incident id -> worst severity paged
         self.unpaged: dict[str, Incident] = {}  # open incidents whose page a stage held
@@ -78,6 +79,25 @@ class Decider:
                 row.setdefault("transition_index", index)
             rows.extend(new_rows)
         return out_tr, rows
+
+    def restore(self, incidents: list[Incident], paged: set[str], now: float) -> list[dict]:
+        """Start-up: open incidents from the store, checks failing now (from the engine's
+        restored states), and which incidents were already paged — a restart pages
+        nobody twice, and an incident that ended while we were down is resolved."""
+        from .incidents import FailingCheck
+
+        failing = {}
+        for cid in self.checks:
+            state = self.state_of(cid)
+            if state is not None and state.current > Severity.OK:
+                failing[cid] = FailingCheck(state.current, state.since)
+        for inc in incidents:
+            if inc.id in paged:
+                self.paged[inc.id] = inc.severity
+            for cid in (inc.root, *inc.consequences):
+                self.last_incident[cid] = inc.id
+        events = self.noise.incidents.restore(incidents, failing, now)
+        return self._on_events(events, now)
 
     def tick(self, now: float) -> Decisions:
         """Time passed: held failures settle, flapping ends, muted pages are re-offered."""
@@ -127,6 +147,7 @@ class Decider:
     def _on_events(self, events, now: float, tr: Transition | None = None) -> list[dict]:
         rows: list[dict] = []
         for ev in events:
+            self.changed_incidents[ev.incident.id] = ev.incident
             if isinstance(ev, (IncidentOpened, ConsequencePromoted)):
                 for cid in (ev.incident.root, *ev.incident.consequences):
                     self.last_incident[cid] = ev.incident.id

@@ -4,6 +4,7 @@ incidents, flapping — and the one mute pipeline over them."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from ..config.schema import Config
@@ -16,8 +17,13 @@ from .silences import ScheduleMuter, SilenceMuter
 
 
 def incident_id(root: str, opened: float) -> str:
-    """Deterministic, so a decision replayed after a crash has the same outbox keys."""
-    return f"{root}@{opened:.3f}"
+    """Deterministic, so a decision replayed after a crash has the same outbox keys;
+    at most 64 characters (long ids are shortened with a hash)."""
+    text = f"{root}@{opened:.3f}"
+    if len(text) <= 64:
+        return text
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    return f"{root[:40]}~{digest}@{opened:.0f}"[-64:]
 
 
 @dataclass

@@ -116,7 +116,8 @@ class Outbox:
                         notification_id=nid, time=now, ok=ok, retry=retry, detail=detail,
                         duration=duration))
                 values: dict[str, Any] = {"status": status, "claimed_by": None,
-                                          "claimed_until": None, "last_error": None if ok else detail}
+                                          "claimed_until": None,
+                                          "last_error": None if ok else detail}
                 if count_attempt:
                     values["attempts"] = N.attempts + 1
                 if ok:
@@ -134,6 +135,14 @@ class Outbox:
                                     N.destination == destination, N.status == "sent",
                                     N.kind == "alarm", N.ref.is_not(None))
                 .order_by(N.id).limit(1)).scalar()
+
+    def paged(self, incident_ids: list[str]) -> set[str]:
+        """Which of these incidents already have alarm notifications decided."""
+        if not incident_ids:
+            return set()
+        with self.store.engine.connect() as conn:
+            return set(conn.execute(select(N.incident_id).where(
+                N.incident_id.in_(incident_ids), N.kind == "alarm").distinct()).scalars())
 
     def told(self, incident_id: str) -> list[tuple[str, str]]:
         """(receiver, destination) pairs that were sent an alarm for this incident."""

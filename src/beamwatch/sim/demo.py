@@ -1,0 +1,81 @@
+"""`beamwatch demo`: the simulated beamline, and beamwatch watching it, in one command.
+
+The sim starts on the ports that the config's `ca` source lists, so the demo
+config and the sim agree by construction (a config pointing elsewhere is an
+error, said plainly). The sim's CA environment goes into os.environ before
+beamwatch's first CA call: libca reads it only once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from ..config import Config, load_config
+from .beamline import SimBeamline
+from .errors import SimError
+from .layout import HOST, SimLayout
+
+
+def demo_base_port(config: Config) -> int:
+    """The sim's base port, read from `sources.ca.addr_list` (default: the sim's)."""
+    source = config.sources.get("ca")
+    if source is None or not source.addr_list:
+        return SimLayout().base_port
+    addresses = sorted(source.addr_list)
+    try:
+        ports = [int(a.rsplit(":", 1)[1]) for a in addresses if a.startswith(f"{HOST}:")]
+    except (IndexError, ValueError):
+        ports = []
+    if ports:
+        expected = SimLayout("", min(ports)).addresses
+        if addresses == sorted(expected):
+            return min(ports)
+    raise SimError(
+        f"sources.ca.addr_list is {' '.join(addresses)}, which is not a simulated "
+        f"beamline: list {HOST}:BASE up to {HOST}:BASE+4, e.g. "
+        f"{' '.join(SimLayout().addresses)}"
+    )
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_demo(config_path: str | os.PathLike[str]) -> None:
+    """Start the sim, run beamwatch on it until Ctrl-C or SIGTERM, stop both."""
+    from ..app import App
+
+    path = Path(config_path)
+    config = load_config(path)
+    try:
+        base_port = demo_base_port(config)
+        sim = SimBeamline(base_port=base_port).start()
+    except SimError as e:
+        _say(f"beamwatch demo: {e}")
+        raise SystemExit(2) from None
+    try:
+        os.environ.update(sim.env)
+        port_option = "" if base_port == SimLayout().base_port else f" --base-port {base_port}"
+        _say(f"beamwatch demo: simulated {config.beamline} beamline up: "
+             f"{sim.startup.get('pvs')} PVs, EPICS_CA_ADDR_LIST=\"{sim.addr_list}\"")
+        _say(f"beamwatch demo: watching {len(config.checks)} checks from {path}. "
+             "Try, in another shell:")
+        for command, why in (
+            ("beamwatch sim faults", "what can go wrong"),
+            (f"beamwatch sim fault vacuum-loss{port_option}",
+             "one root cause, dozens of consequences"),
+            (f"beamwatch status -c {path}", "what beamwatch makes of it"),
+            (f"beamwatch sim clear{port_option}", "back to normal"),
+        ):
+            _say(f"  {command:<50} {why}")
+        _say("Ctrl-C stops the monitor and the simulated beamline.")
+        application = App(path)
+        try:
+            asyncio.run(application.run())
+        except KeyboardInterrupt:
+            pass
+    finally:
+        sim.stop()
