@@ -60,6 +60,7 @@ class App:
         self.registry = build_registry(self.config)
         self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock)
         self.noise_store = NoiseStore(self.store)
+        self.engine.save_incidents = self.noise_store.save_incidents
         self.engine.on_committed = self.worker.wake
         self.started = self.clock.now()
         self._stop = asyncio.Event()
@@ -92,12 +93,13 @@ class App:
         """Take back what was going on before a restart, then subscribe every source."""
         now = self.clock.now()
         incidents = await self.engine.write(self.noise_store.open_incidents)
-        paged = await self.engine.write(self.worker.outbox.paged, [i.id for i in incidents])
-        rows = self.engine.decider.restore(incidents, paged, now)
-        if rows:
-            self.engine._pending_rows.extend(rows)
+        last = await self.engine.write(self.store.last_incidents)
+        ids = sorted({i.id for i in incidents} | set(last.values()))
+        paged = await self.engine.write(self.worker.outbox.paged, ids)
+        self.engine.queue_rows(self.engine.decider.restore(incidents, paged, now, last))
         await self.sync_noise()
         await self.engine.start()
+        await self.engine.flush()
 
     async def sync_noise(self) -> None:
         """Silences and the mode override live in the store (any front end writes them);
@@ -114,10 +116,6 @@ class App:
             for r in records:
                 log.warning("beamline mode: %s", r)
             await self.engine.write(self.noise_store.log_mode_changes, records)
-        changed = self.engine.decider.changed_incidents
-        if changed:
-            self.engine.decider.changed_incidents = {}
-            await self.engine.write(self.noise_store.save_incidents, list(changed.values()), now)
 
     @staticmethod
     def _apply_override(modes, override, now: float) -> list:

@@ -80,7 +80,8 @@ class Decider:
             rows.extend(new_rows)
         return out_tr, rows
 
-    def restore(self, incidents: list[Incident], paged: set[str], now: float) -> list[dict]:
+    def restore(self, incidents: list[Incident], paged: set[str], now: float,
+                last_incident: dict[str, str] | None = None) -> list[dict]:
         """Start-up: open incidents from the store, checks failing now (from the engine's
         restored states), and which incidents were already paged — a restart pages
         nobody twice, and an incident that ended while we were down is resolved."""
@@ -91,6 +92,9 @@ class Decider:
             state = self.state_of(cid)
             if state is not None and state.current > Severity.OK:
                 failing[cid] = FailingCheck(state.current, state.since)
+        self.last_incident.update(last_incident or {})
+        for inc_id in paged:  # resolved ones too: an ack is still announced to those told
+            self.paged.setdefault(inc_id, Severity.MAJOR)
         for inc in incidents:
             if inc.id in paged:
                 self.paged[inc.id] = inc.severity

@@ -88,7 +88,8 @@ class Engine:
         self.stats = EngineStats()
         self._pending: list[tuple[Transition, AlarmState]] = []
         self._pending_rows: list[dict] = []  # notifications decided with no transition
-        self._unwritten: list[tuple[list, list[dict]]] = []  # decided, not yet stored
+        self._unwritten: list[tuple] = []  # decided, not yet stored: (rows, notes, also)
+        self.save_incidents: Callable | None = None  # (incidents, now, conn) -> None
         self.mode_address = config.modes.from_pv
         self.on_mode_sample: Callable[[Sample], None] | None = None
         self._flush_scheduled = False
@@ -254,8 +255,12 @@ class Engine:
             if transitions:
                 self._queue(rt, transitions)
         decided = self.decider.tick(now)
-        if decided is not None and decided.rows:
-            self._pending_rows.extend(decided.rows)
+        self.queue_rows(decided.rows if decided is not None else [])
+
+    def queue_rows(self, rows: list[dict]) -> None:
+        """Notifications decided with no transition behind them (settling, unmuting)."""
+        self._pending_rows.extend(rows)
+        if rows or getattr(self.decider, "changed_incidents", None):
             self._schedule_flush()
 
     def acknowledge(self, check_id: str, who: str) -> list[Transition]:
@@ -281,15 +286,15 @@ class Engine:
             self._flush_scheduled = False
             items, self._pending = self._pending, []
             extra, self._pending_rows = self._pending_rows, []
-            if items or extra:
-                annotated, notes = self.decider.decide([tr for tr, _ in items],
-                                                       self.clock.now())
+            if items or extra or getattr(self.decider, "changed_incidents", None):
+                now = self.clock.now()
+                annotated, notes = self.decider.decide([tr for tr, _ in items], now)
                 rows = [(tr, st) for tr, (_, st) in zip(annotated, items, strict=True)]
-                self._unwritten.append((rows, notes + extra))
+                self._unwritten.append((rows, notes + extra, self._decided_too(now)))
             while self._unwritten:
-                rows, notes = self._unwritten[0]
+                rows, notes, also = self._unwritten[0]
                 try:
-                    await self.write(self.store.record, rows, notes)
+                    await self.write(self.store.record, rows, notes, None, also)
                 except Exception as e:  # the disk or the database refused: keep, retry
                     self.stats.write_errors += 1
                     log.error("storing %d transitions failed, will retry: %s", len(rows), e)
@@ -301,6 +306,15 @@ class Engine:
                     self.on_committed()
             if final:
                 await self.flush_values(final)
+
+    def _decided_too(self, now: float) -> Callable | None:
+        """Incident snapshots the decider changed, to commit with the same batch."""
+        changed = getattr(self.decider, "changed_incidents", None)
+        if not changed or self.save_incidents is None:
+            return None
+        self.decider.changed_incidents = {}
+        incidents, save = list(changed.values()), self.save_incidents
+        return lambda conn: save(incidents, now, conn)
 
     async def flush_values(self, final: bool = False) -> None:
         """Latest values (for status) and finished minutes of history."""

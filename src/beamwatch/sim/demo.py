@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from ..config import Config, load_config
+from . import ca
 from .beamline import SimBeamline
-from .errors import SimError
+from .errors import PortInUse, SimError
 from .layout import HOST, SimLayout
 
 
@@ -53,6 +54,9 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
     try:
         base_port = demo_base_port(config)
         sim = SimBeamline(base_port=base_port).start()
+    except PortInUse as e:
+        _say(f"beamwatch demo: {e}. The demo's ports are the {path} sources.ca.addr_list.")
+        raise SystemExit(2) from None
     except SimError as e:
         _say(f"beamwatch demo: {e}")
         raise SystemExit(2) from None
@@ -77,5 +81,7 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
             asyncio.run(application.run())
         except KeyboardInterrupt:
             pass
+        # channels left open would call back into the closed loop as the IOCs go
+        ca.close()
     finally:
         sim.stop()

@@ -179,9 +179,16 @@ _TCP_UDP = (socket.SOCK_STREAM, socket.SOCK_DGRAM)
 
 
 def port_is_free(port: int, host: str = HOST, kinds: Iterable[int] = _TCP_UDP) -> bool:
-    """`port` can be bound for each socket kind (a CA server needs TCP and UDP)."""
+    """`port` can be bound for each socket kind (a CA server needs TCP and UDP).
+
+    TCP is probed with SO_REUSEADDR, as the CA server binds it: connections of
+    an IOC that just exited linger in TIME_WAIT without taking the port, but a
+    listening socket still does. UDP is probed without it, so that any bound
+    socket counts as taken (CA servers share UDP ports with SO_REUSEADDR)."""
     for kind in kinds:
         with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:
@@ -203,7 +210,7 @@ def check_ports_free(layout: SimLayout) -> None:
     if taken:
         raise PortInUse(
             f"port(s) {', '.join(map(str, taken))} on {HOST} are in use (another simulated "
-            "beamline?); stop it or choose another --base-port"
+            "beamline?); stop it or choose another base port"
         )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from sqlalchemy.engine import Connection
 from sqlalchemy import and_, case, delete, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 
@@ -228,9 +229,11 @@ class NoiseStore:
 
     # -- incidents --------------------------------------------------------------------------
 
-    def save_incidents(self, incidents: Iterable[Incident], now: float) -> int:
+    def save_incidents(self, incidents: Iterable[Incident], now: float,
+                       conn: Connection | None = None) -> int:
         """Insert or update incident snapshots by id (the last one of an id wins);
-        returns how many were written. One statement."""
+        returns how many were written. One statement; inside `conn`'s transaction if
+        given (the engine stores incidents with the transitions that changed them)."""
         rows: dict[str, dict] = {}
         for inc in incidents:
             rows[inc.id] = {
@@ -240,9 +243,11 @@ class NoiseStore:
                 "disconnected": list(inc.disconnected), "promoted_from": inc.promoted_from,
                 "updated": now,
             }
-        if rows:
-            with self.engine.begin() as conn:
-                self.store._upsert(conn, t.incidents, list(rows.values()), ["id"])
+        if rows and conn is not None:
+            self.store._upsert(conn, t.incidents, list(rows.values()), ["id"])
+        elif rows:
+            with self.engine.begin() as c:
+                self.store._upsert(c, t.incidents, list(rows.values()), ["id"])
         return len(rows)
 
     def save_incident(self, incident: Incident, now: float) -> None:

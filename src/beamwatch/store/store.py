@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,12 +89,16 @@ class Store:
     # -- transitions and alarm states (written together) ------------------------------
 
     def record(self, items: Sequence[tuple[Transition, AlarmState]],
-               notifications: Iterable[dict] = (), conn: Connection | None = None) -> list[int]:
+               notifications: Iterable[dict] = (), conn: Connection | None = None,
+               also: Callable[[Connection], Any] | None = None) -> list[int]:
         """Append transitions, save the states they led to, and queue the
-        notifications they cause — in ONE transaction, so nothing decided is lost."""
+        notifications they cause — in ONE transaction, so nothing decided is lost.
+        `also(conn)` writes more of the same decision (incident snapshots) in it."""
         if conn is None:
             with self.engine.begin() as c:
-                return self.record(items, notifications, c)
+                return self.record(items, notifications, c, also)
+        if also is not None:
+            also(conn)
         ids = []
         for tr, state in items:
             ids.append(conn.execute(insert(t.transitions).values(_transition_row(tr))).inserted_primary_key[0])
@@ -147,6 +151,15 @@ class Store:
             r = conn.execute(select(t.alarm_states).where(
                 t.alarm_states.c.check_id == check_id)).mappings().first()
         return _state_from_row(r) if r else None
+
+    def last_incidents(self) -> dict[str, str]:
+        """Each check's latest incident id, from the log (for acks after a restart)."""
+        c = t.transitions.c
+        latest = (select(c.check_id, func.max(c.id).label("id"))
+                  .where(c.incident_id.is_not(None)).group_by(c.check_id).subquery())
+        q = select(c.check_id, c.incident_id).join(latest, c.id == latest.c.id)
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(q)}
 
     def transitions(self, since: float | None = None, check_id: str | None = None,
                     limit: int | None = None, until: float | None = None) -> list[LoggedTransition]:

@@ -1,0 +1,189 @@
+"""`beamwatch run` as a real process against a real softIoc: a crash between decision
+and delivery loses nothing and sends nothing twice; latched and acknowledged states
+survive a restart; an IOC that dies is reported after the grace period and recovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from werkzeug import Response
+
+from beamwatch.store import Store
+from beamwatch.store.outbox import Outbox
+
+BIN = Path(sys.executable).parent / "beamwatch"
+
+DB = """
+record(ai, "$(P)T1") { field(VAL, "1") }
+record(ai, "$(P)T2") { field(VAL, "1") }
+record(ai, "$(P)T3") { field(VAL, "1") }
+record(mbbi, "$(P)SHTR") { field(ZRST, "Open") field(ONST, "Closed") field(VAL, "0") }
+"""
+
+
+def write_config(tmp_path: Path, ioc, hook: str, extra: str = "") -> Path:
+    cfg = tmp_path / "bw.yaml"
+    checks = "".join(f"""
+  - id: temp-{i}
+    pv: {ioc.pv(f"T{i}")}
+    above: {{major: 10}}
+    disconnect_grace: 2s
+""" for i in (1, 2, 3))
+    cfg.write_text(f"""
+beamline: TEST
+storage: {{url: "sqlite:///{tmp_path / 'bw.db'}"}}
+sources: {{ca: {{kind: ca, addr_list: ["{ioc.addr}"]}}}}
+checks:{checks}
+  - id: shutter
+    pv: {ioc.pv("SHTR")}
+    when: "value != 'Open'"
+    latch: true
+channels:
+  hook: {{kind: webhook, webhook_url: "{hook}"}}
+routes:
+  - to: [channel:hook]
+{extra}""")
+    return cfg
+
+
+def start(cfg: Path, ioc) -> subprocess.Popen:
+    env = {**os.environ, **ioc.client_env}
+    return subprocess.Popen([str(BIN), "run", "-c", str(cfg)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def delivered(hook) -> list[str]:
+    return sorted(cid for m in hook.got for cid in m["check_ids"])
+
+
+def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN), *args, "-c", str(cfg)], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.fixture
+def hook(httpserver):
+    """A webhook receiver that refuses (503) until `.up = True`, recording what it got."""
+    class Hook:
+        up = False
+        got: list[dict] = []
+        url = httpserver.url_for("/hook")
+
+        def handle(self, request):
+            if not self.up:
+                return Response("maintenance", status=503)
+            self.got.append(json.loads(request.data))
+            return Response("ok")
+
+    h = Hook()
+    h.got = []
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(h.handle)
+    return h
+
+
+def test_kill_9_between_decision_and_delivery_delivers_each_exactly_once(
+        tmp_path, ioc_factory, hook):
+    ioc = ioc_factory(DB)
+    cfg = write_config(tmp_path, ioc, hook.url)
+    store = Store(f"sqlite:///{tmp_path / 'bw.db'}")
+    box = Outbox(store)
+    proc = start(cfg, ioc)
+    try:
+        wait_for(lambda: len(store.latest()) == 4, what="all PVs connected")
+        for i in (1, 2, 3):
+            ioc.command(f"dbpf {ioc.pv(f'T{i}')} 20")
+        # decided and stored, each tried once against a server that refuses
+        wait_for(lambda: len([r for r in box.rows(kind="alarm") if r["attempts"] >= 1]) == 3,
+                 what="three alarms decided and attempted")
+        proc.kill()  # kill -9: no clean shutdown
+        proc.wait(timeout=10)
+        assert hook.got == []
+        hook.up = True
+        proc = start(cfg, ioc)
+        wait_for(lambda: len(delivered(hook)) >= 3, timeout=60, what="delivery after restart")
+        time.sleep(3)  # anything sent twice would have arrived by now
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    # alarms due together for one receiver travel as one message: count the alarms
+    assert delivered(hook) == ["temp-1", "temp-2", "temp-3"], hook.got
+    assert len({m["id"] for m in hook.got}) == len(hook.got)
+    assert len(box.rows(kind="alarm")) == 3  # the restart decided nothing twice
+    assert {r["status"] for r in box.rows(kind="alarm")} == {"sent"}
+
+
+def test_latched_and_acked_state_survive_a_restart(tmp_path, ioc_factory, hook):
+    hook.up = True
+    ioc = ioc_factory(DB)
+    cfg = write_config(tmp_path, ioc, hook.url)
+    store = Store(f"sqlite:///{tmp_path / 'bw.db'}")
+    proc = start(cfg, ioc)
+    try:
+        wait_for(lambda: len(store.latest()) == 4, what="all PVs connected")
+        ioc.command(f"dbpf {ioc.pv('SHTR')} 1")
+        wait_for(lambda: store.state("shutter") and store.state("shutter").severity > 0,
+                 what="shutter alarm")
+        ioc.command(f"dbpf {ioc.pv('SHTR')} 0")
+        wait_for(lambda: store.state("shutter").current == 0, what="shutter back to Open")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert proc.returncode == 0
+
+        proc = start(cfg, ioc)
+        status = json.loads(cli(cfg, "status", "--json").stdout)
+        [shutter] = [c for c in status["checks"] if c["id"] == "shutter"]
+        assert (shutter["severity"], shutter["current"]) == ("MAJOR", "OK")  # still latched
+        wait_for(lambda: json.loads(cli(cfg, "status", "--json").stdout)["engine_running"],
+                 what="engine heartbeat")
+        done = cli(cfg, "ack", "shutter", "--as", "ana")
+        assert done.returncode == 0 and "acknowledged shutter" in done.stdout, done
+        assert store.state("shutter").severity == 0  # latched alarm cleared by the ack
+        wait_for(lambda: any(m["kind"] == "ack" for m in hook.got), what="ack announced")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    [ack] = [m for m in hook.got if m["kind"] == "ack"]
+    assert ack["actor"] == "ana"
+    assert [m["kind"] for m in hook.got].count("alarm") == 1
+
+
+def test_dead_ioc_is_disconnected_after_grace_and_recovers(tmp_path, ioc_factory, hook):
+    hook.up = True
+    ioc = ioc_factory(DB)
+    cfg = write_config(tmp_path, ioc, hook.url)
+    store = Store(f"sqlite:///{tmp_path / 'bw.db'}")
+    proc = start(cfg, ioc)
+    try:
+        wait_for(lambda: len(store.latest()) == 4, what="all PVs connected")
+        ioc.kill()
+        killed = time.monotonic()
+        wait_for(lambda: store.state("temp-1") and store.state("temp-1").severity == 3,
+                 what="temp-1 INVALID")
+        assert time.monotonic() - killed >= 2.0  # not before the grace period
+        assert store.state("temp-1").message.startswith("disconnected")
+        assert ioc.addr.split(":")[1] in store.state("temp-1").message  # names the IOC
+        ioc.start()
+        wait_for(lambda: store.state("temp-1").severity == 0, timeout=30, what="recovery")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    history = [r.transition.new for r in store.transitions(check_id="temp-1")]
+    assert history == [3, 0]
