@@ -64,7 +64,7 @@ def missing_epics() -> str | None:
 
 
 def require_epicscorelibs() -> None:
-    """Skip the calling test when EPICS is missing, but fail it in CI (CI=true)."""
+    """Skip the calling test (or module) when EPICS is missing, but fail in CI (CI=true)."""
     import pytest
 
     reason = missing_epics()
@@ -72,7 +72,7 @@ def require_epicscorelibs() -> None:
         return
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 # --- the port pool ----------------------------------------------------------------
@@ -116,11 +116,19 @@ def _reserve_ports(size: int, host: str) -> list[int]:
 
 
 class CaPortPool:
-    """A fixed set of ports, all in EPICS_CA_ADDR_LIST, lent to IOCs one at a time."""
+    """A fixed set of ports, all in EPICS_CA_ADDR_LIST, lent to IOCs one at a time.
+
+    One more port, `beacon_port`, is where the pool's IOCs send their beacons
+    (EPICS_CAS_BEACON_PORT), so that no caRepeater of the host relays test
+    beacons to other CA clients. No repeater is run: a client's reconnection
+    after an IOC restart is paced by libca's disconnect governor (up to 10 s)
+    whether beacons are heard or not.
+    """
 
     def __init__(self, size: int = POOL_SIZE, host: str = LOOPBACK):
         self.host = host
-        self.ports: tuple[int, ...] = tuple(_reserve_ports(size, host))
+        *ports, self.beacon_port = _reserve_ports(size + 1, host)
+        self.ports: tuple[int, ...] = tuple(ports)
         self._free = collections.deque(self.ports)
         self._lock = threading.Lock()
 
@@ -131,7 +139,10 @@ class CaPortPool:
     @property
     def env(self) -> dict[str, str]:
         """Client environment that reaches every IOC of the pool (and nothing else)."""
-        return {"EPICS_CA_ADDR_LIST": self.addr_list, "EPICS_CA_AUTO_ADDR_LIST": "NO"}
+        return {
+            "EPICS_CA_ADDR_LIST": self.addr_list,
+            "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        }
 
     def acquire(self) -> int:
         """A free port; the least recently released one first."""
@@ -233,7 +244,10 @@ class Ioc:
     @property
     def client_env(self) -> dict[str, str]:
         """Env for a client *subprocess* that should see only this IOC."""
-        return {"EPICS_CA_ADDR_LIST": self.addr, "EPICS_CA_AUTO_ADDR_LIST": "NO"}
+        return {
+            "EPICS_CA_ADDR_LIST": self.addr,
+            "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        }
 
     def pv(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -261,6 +275,7 @@ class Ioc:
             EPICS_CAS_INTF_ADDR_LIST=h,
             EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO",
             EPICS_CAS_BEACON_ADDR_LIST=h,
+            EPICS_CAS_BEACON_PORT=str(self.pool.beacon_port),
             # the IOC's own CA client (links) and its PVA server stay on loopback too
             EPICS_CA_ADDR_LIST=h,
             EPICS_CA_AUTO_ADDR_LIST="NO",

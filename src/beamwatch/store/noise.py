@@ -29,9 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from sqlalchemy.engine import Connection
 from sqlalchemy import and_, case, delete, insert, or_, select, update
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 
 from ..engine.incidents import Incident, IncidentKind
 from ..engine.modes import ModeChange, ModeSource, Override
