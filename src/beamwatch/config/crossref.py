@@ -16,7 +16,7 @@ def cross_check(config: Config, invalid_ids: set[str] = frozenset()) -> list[Pro
     """`invalid_ids`: ids of checks that failed their own validation; they are
     still known, so that a typo in one check does not cascade into others."""
     problems: list[Problem] = []
-    for part in (_cycles, _modes, _people, _routes):
+    for part in (_cycles, _modes, _people, _routes, _maintenance):
         problems.extend(part(config))
     problems.extend(_check_refs(config, set(invalid_ids)))
     if not problems:  # channels and templates are checked once the references hold
@@ -29,11 +29,16 @@ def cross_check(config: Config, invalid_ids: set[str] = frozenset()) -> list[Pro
 def _check_refs(config: Config, also_known: set[str]) -> Iterator[Problem]:
     ids = sorted(set(config.check_ids) | also_known)
     for i, c in enumerate(config.checks):
-        for j, dep in enumerate(c.depends_on):
-            if dep not in ids:
-                yield ("checks", i, "depends_on", j), f"unknown check id '{dep}'"
-            elif dep == c.id:
-                yield ("checks", i, "depends_on", j), "a check cannot depend on itself"
+        groups = {x.group for x in config.checks}
+        for j, entry in enumerate(c.depends_on):
+            for dep in getattr(entry, "all_of", [entry]):
+                if dep.startswith("group:"):
+                    if dep[len("group:"):] not in groups:
+                        yield ("checks", i, "depends_on", j), f"no check has group '{dep[6:]}'"
+                elif dep not in ids:
+                    yield ("checks", i, "depends_on", j), f"unknown check id '{dep}'"
+                elif dep == c.id:
+                    yield ("checks", i, "depends_on", j), "a check cannot depend on itself"
         if c.source is not None and c.source != "ca" and c.source not in config.sources:
             known = ", ".join(["ca", *config.sources]) or "ca"
             yield ("checks", i, "source"), f"unknown source '{c.source}' (known: {known})"
@@ -47,10 +52,15 @@ def _check_refs(config: Config, also_known: set[str]) -> Iterator[Problem]:
 def _cycles(config: Config) -> Iterator[Problem]:
     graph = nx.DiGraph()
     index = {c.id: i for i, c in enumerate(config.checks)}
+    members: dict[str, list[str]] = {}
     for c in config.checks:
-        for dep in c.depends_on:
-            if dep in index and dep != c.id:
-                graph.add_edge(c.id, dep)
+        members.setdefault(c.group, []).append(c.id)
+    for c in config.checks:
+        for dep in c.depends_on_ids:
+            targets = members.get(dep[6:], []) if dep.startswith("group:") else [dep]
+            for target in targets:
+                if target in index and target != c.id:
+                    graph.add_edge(c.id, target)
     for cycle in nx.simple_cycles(graph):
         first = min(cycle, key=lambda cid: index[cid])
         start = cycle.index(first)
@@ -93,6 +103,26 @@ def _people(config: Config) -> Iterator[Problem]:
         for k, o in enumerate(t.overrides):
             if o.person not in config.people:
                 yield ("teams", team, "overrides", k, "person"), f"unknown person '{o.person}'"
+
+
+def _maintenance(config: Config) -> Iterator[Problem]:
+    from ..engine.silences import Matcher, SilenceError
+
+    from ..engine.noise import maintenance_windows
+
+    bad = False
+    for i, m in enumerate(config.maintenance):
+        for j, text in enumerate(m.match):
+            try:
+                Matcher.parse(text)
+            except (SilenceError, ValueError) as e:
+                bad = True
+                yield ("maintenance", i, "match", j), str(e)
+    if config.maintenance and not bad:
+        try:
+            maintenance_windows(config)
+        except (ValueError, KeyError) as e:  # a bad cron or RRULE
+            yield ("maintenance",), str(e)
 
 
 def _routes(config: Config) -> Iterator[Problem]:

@@ -89,6 +89,15 @@ class Levels(Strict):
         return self
 
 
+class AllOf(Strict):
+    """Redundancy: the check fails because of these only when ALL of them fail."""
+
+    all_of: list[str] = Field(min_length=2)
+
+
+DependencyRef = Annotated[str, Field(pattern=r"^(group:)?[A-Za-z][A-Za-z0-9_.-]*$")]
+
+
 class CheckConfig(Strict):
     id: Id
     name: str | None = None
@@ -110,10 +119,18 @@ class CheckConfig(Strict):
     # alarm logic
     for_: Duration = Field(0.0, alias="for")
     latch: bool = False
-    depends_on: list[Id] = []
+    depends_on: list[DependencyRef | AllOf] = []  # check ids, "group:NAME", {all_of: [...]}
     modes: list[str] | None = None
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def depends_on_ids(self) -> list[str]:
+        """Every id or group reference named in depends_on, flattened."""
+        out: list[str] = []
+        for entry in self.depends_on:
+            out.extend(entry.all_of if isinstance(entry, AllOf) else [entry])
+        return out
 
     @property
     def title(self) -> str:
@@ -270,6 +287,32 @@ class RouteConfig(Strict):
         return self.escalate if isinstance(self.escalate, list) else [self.escalate]
 
 
+class MaintenanceConfig(Strict):
+    """A recurring window (cron or RRULE) that mutes what `match` selects (reason SCHEDULE)."""
+
+    id: Id
+    match: list[str] = Field(min_length=1)  # matchers: "group=vacuum", "check=~fe-.*"
+    cron: str | None = None
+    rrule: str | None = None
+    start: datetime | None = None  # for rrule: the first occurrence
+    duration: Duration
+    timezone: str | None = None
+    reason: str
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> MaintenanceConfig:
+        if (self.cron is None) == (self.rrule is None):
+            raise ValueError("give exactly one of cron: or rrule:")
+        return self
+
+
+class NoiseConfig(Strict):
+    settle: Duration = 10.0  # a consequence may be seen this long before its root
+    recovery_grace: Duration = 30.0
+    ioc_group_min: int = Field(5, ge=2)  # this many PVs of one IOC lost within
+    ioc_group_window: Duration = 5.0  # this window are one "IOC unreachable" incident
+
+
 # --- the file ------------------------------------------------------------------------
 
 
@@ -285,6 +328,8 @@ class Config(Strict):
     teams: dict[Id, TeamConfig] = {}
     channels: dict[Id, ChannelConfig] = {}
     routes: list[RouteConfig] = []
+    maintenance: list[MaintenanceConfig] = []
+    noise: NoiseConfig = NoiseConfig()
     templates: str | None = None  # a folder of Jinja2 templates overriding the defaults
 
     @field_validator("timezone")

@@ -5,6 +5,7 @@ incidents, flapping — and the one mute pipeline over them."""
 from __future__ import annotations
 
 import hashlib
+import zoneinfo
 from dataclasses import dataclass
 
 from ..config.schema import Config
@@ -13,7 +14,13 @@ from .flapping import FlapDetector, FlapMuter
 from .incidents import IncidentTracker
 from .modes import ModeMuter, ModeTracker
 from .mute import MutePipeline
-from .silences import ScheduleMuter, SilenceMuter
+from .silences import (
+    MaintenanceWindow,
+    Matcher,
+    RecurringWindow,
+    ScheduleMuter,
+    SilenceMuter,
+)
 
 
 def incident_id(root: str, opened: float) -> str:
@@ -24,6 +31,20 @@ def incident_id(root: str, opened: float) -> str:
         return text
     digest = hashlib.sha1(text.encode()).hexdigest()[:12]
     return f"{root[:40]}~{digest}@{opened:.0f}"[-64:]
+
+
+def maintenance_windows(config: Config) -> list[MaintenanceWindow]:
+    out = []
+    for m in config.maintenance:
+        tz = m.timezone or config.timezone
+        start = None
+        if m.start is not None:
+            start = (m.start if m.start.tzinfo else m.start.replace(
+                tzinfo=zoneinfo.ZoneInfo(tz))).timestamp()
+        window = RecurringWindow(m.duration, cron=m.cron, rrule=m.rrule, start=start, tz=tz)
+        out.append(MaintenanceWindow(m.id, window, tuple(Matcher.parse(x) for x in m.match),
+                                     m.reason))
+    return out
 
 
 @dataclass
@@ -41,9 +62,12 @@ class Noise:
     def from_config(cls, config: Config, now: float = 0.0) -> Noise:
         modes = ModeTracker.from_config(config.modes, now=now)
         silences = SilenceMuter(tz=config.timezone)
-        schedule = ScheduleMuter([], tz=config.timezone)
-        graph = DependencyGraph.from_checks(config.checks)
-        incidents = IncidentTracker(graph, id_factory=incident_id)
+        schedule = ScheduleMuter(maintenance_windows(config), tz=config.timezone)
+        graph = DependencyGraph.from_checks(config.checks, settle=config.noise.settle)
+        incidents = IncidentTracker(graph, id_factory=incident_id,
+                                    recovery_grace=config.noise.recovery_grace,
+                                    ioc_min=config.noise.ioc_group_min,
+                                    ioc_window=config.noise.ioc_group_window)
         flaps = FlapDetector()
         mode_muter = ModeMuter.from_checks(config.checks, modes)
         deps = DependencyMuter(graph, incidents.failing, attributed=incidents.root_of,

@@ -17,9 +17,10 @@ Or from a shell: `beamwatch sim run`, `beamwatch sim fault vacuum-loss`,
 
 Module map: inventory (what the beamline is), layout (ports, prefix, env),
 dbfiles (the .db templates), ioc (one IOC process), supervisor (owns the IOC
-processes, applies ioc-down), channel (the pipe to the supervisor), beamline
-(SimBeamline), faults (the catalogue, injection by CA put), ca (the bit of
-Channel Access the sim uses), cli (`beamwatch sim`), demo (`beamwatch demo`).
+processes, applies ioc-down), repeater (CA beacons, for quick reconnects),
+channel (the pipe to the supervisor), beamline (SimBeamline), faults (the
+catalogue, injection by CA put), ca (the bit of Channel Access the sim uses),
+cli (`beamwatch sim`), demo (`beamwatch demo`), errors.
 """
 
 from .beamline import SimBeamline

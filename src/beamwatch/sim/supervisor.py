@@ -119,6 +119,11 @@ class Startup:
 
 
 class Supervisor:
+    """Starts, watches and stops the IOC processes of one layout (see the module doc).
+
+    Runs on one asyncio loop, the one that made this process's CA context.
+    `on_event` hears about IOCs going down, coming up and crashing."""
+
     def __init__(self, layout: SimLayout, workdir: Path, *, python: str = sys.executable,
                  on_event: Callable[[Event], None] | None = None):
         self.layout = layout
@@ -223,7 +228,11 @@ class Supervisor:
         await asyncio.sleep(RESTART_DELAY)
         if self._stopping or p.running or self.applied == p.name:
             return
-        await p.start()
+        try:
+            await p.start()
+        except OSError as e:
+            log.error("IOC %s could not be started again: %s", p.name, e)
+            return
         self._watch(p)
         self.on_event({"event": "ioc", "ioc": p.name, "state": "up"})
 
@@ -237,23 +246,30 @@ class Supervisor:
         async with self._down_lock:
             if target != self.down or target == self.applied:
                 return  # superseded by a later request, or nothing to do
-            previous = self.applied
-            if previous is not None:
-                p = self.procs[previous]
-                await p.start()
-                self._watch(p)
-                await self._wait_answering([previous], time.monotonic() + 15)
-                log.info("IOC %s started again", previous)
-                self.on_event({"event": "ioc", "ioc": previous, "state": "up"})
-            if target is not None:
-                if target not in self.procs or not self.procs[target].spec.definition.can_go_down:
-                    log.warning("IOCDOWN names '%s', which cannot be taken down", target)
-                    self.applied = None
-                    return
-                await self.procs[target].stop(crash=True)
-                log.info("IOC %s stopped (ioc-down)", target)
-                self.on_event({"event": "ioc", "ioc": target, "state": "down"})
-            self.applied = target
+            try:
+                await self._bring_back(self.applied)
+                self.applied = None
+                if target is not None:
+                    p = self.procs.get(target)
+                    if p is None or not p.spec.definition.can_go_down:
+                        log.warning("IOCDOWN names '%s', which cannot be taken down", target)
+                        return
+                    await p.stop(crash=True)
+                    self.applied = target
+                    log.info("IOC %s stopped (ioc-down)", target)
+                    self.on_event({"event": "ioc", "ioc": target, "state": "down"})
+            except (SimError, OSError) as e:  # reported here: nobody awaits this task
+                log.error("ioc-down %s: %s", target or "none", e)
+
+    async def _bring_back(self, name: str | None) -> None:
+        if name is None:
+            return
+        p = self.procs[name]
+        await p.start()
+        self._watch(p)
+        await self._wait_answering([name], time.monotonic() + 15)
+        log.info("IOC %s started again", name)
+        self.on_event({"event": "ioc", "ioc": name, "state": "up"})
 
     # --- what clients ask --------------------------------------------------------------
 

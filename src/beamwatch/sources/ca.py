@@ -84,6 +84,11 @@ def configure_environment(addr_list: Iterable[str] | None,
     global _claimed_addr_list
     if addr_list is not None:
         wanted = tuple(str(a).strip() for a in addr_list if str(a).strip())
+        if not wanted:
+            raise SourceUnavailable(
+                "addr_list is empty: list at least one IOC or gateway address (host or "
+                "host:port), or leave addr_list out to use EPICS_CA_ADDR_LIST"
+            )
         if context_exists():
             auto = os.environ.get("EPICS_CA_AUTO_ADDR_LIST", "YES").upper()
             if _env_addr_list() != wanted or auto != "NO":

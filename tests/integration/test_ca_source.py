@@ -1,0 +1,300 @@
+"""CaSource against real soft IOCs on loopback (tests.support.ioc).
+
+Every test polls for what it waits for (no fixed sleeps but for "nothing
+more arrives" checks). The slow one is the IOC restart: libca searches lost
+channels again on its disconnect-governor tick, up to 10 s later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from tests.support.ioc import Ioc, require_epicscorelibs
+
+require_epicscorelibs()
+
+import aioca  # noqa: E402
+
+from beamwatch.config.schema import SourceConfig  # noqa: E402
+from beamwatch.model import Sample, Severity  # noqa: E402
+from beamwatch.sources import ca as ca_module  # noqa: E402
+from beamwatch.sources.base import SourceUnavailable  # noqa: E402
+from beamwatch.sources.ca import CaSource  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+DB = """
+record(ai, "$(P)temp") {
+    field(VAL, "20") field(PINI, "YES") field(PREC, "2") field(EGU, "C")
+    field(HIGH, "50") field(HSV, "MINOR") field(HIHI, "100") field(HHSV, "MAJOR")
+}
+record(mbbi, "$(P)shutter") {
+    field(ZRST, "Closed") field(ONST, "Open") field(VAL, "1") field(PINI, "YES")
+}
+record(stringin, "$(P)name") { field(VAL, "hello beamline") field(PINI, "YES") }
+record(waveform, "$(P)wave") { field(FTVL, "DOUBLE") field(NELM, "8") }
+record(waveform, "$(P)text") { field(FTVL, "CHAR") field(NELM, "64") }
+record(calc, "$(P)tick") { field(SCAN, ".1 second") field(CALC, "A+1") field(INPA, "$(P)tick") }
+"""
+
+# 40 counters scanned together: their updates arrive in bursts.
+MANY = 40
+MANY_DB = "".join(
+    f'record(calc, "$(P)n{i}") {{ field(SCAN, ".1 second") field(CALC, "A+1") '
+    f'field(INPA, "$(P)n{i}") }}\n'
+    for i in range(MANY)
+)
+
+
+class Recorder:
+    """A sink that keeps every batch, with a polling wait."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Sample]] = []
+
+    def __call__(self, batch: list[Sample]) -> None:
+        assert isinstance(batch, list) and batch
+        self.batches.append(batch)
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for b in self.batches for s in b]
+
+    def of(self, address: str) -> list[Sample]:
+        return [s for s in self.samples if s.address == address]
+
+    async def wait_for(self, pred: Callable[[Sample], bool], timeout: float = 5.0,
+                       after: int = 0) -> Sample:
+        """The first sample (from index `after` on) that satisfies pred."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for s in self.samples[after:]:
+                if pred(s):
+                    return s
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching sample within {timeout}s; got "
+                                     f"{self.samples[after:][-10:]}")
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def ioc() -> Ioc:
+    with Ioc(DB + MANY_DB) as ioc:
+        yield ioc
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_ca():
+    """Each test has its own event loop: drop aioca's channels of this one at the end."""
+    yield
+    aioca.purge_channel_caches()
+
+
+@pytest.fixture
+async def source():
+    sources: list[CaSource] = []
+
+    def make(**kwargs) -> CaSource:
+        src = CaSource("ca", SourceConfig(kind="ca", **kwargs))
+        sources.append(src)
+        return src
+
+    yield make
+    for src in sources:
+        await src.stop()
+
+
+def port_of(server: str | None) -> int:
+    assert server and ":" in server, server
+    return int(server.rsplit(":", 1)[1])
+
+
+async def test_value_timestamp_severity_and_server(ioc: Ioc, source) -> None:
+    pv = ioc.pv("temp")
+    src, rec = source(), Recorder()
+    src.subscribe([pv])
+    await src.start(rec)
+
+    first = await rec.wait_for(lambda s: s.address == pv)
+    assert first.connected and first.error is None
+    assert first.value == 20.0 and type(first.value) is float
+    assert first.severity is Severity.OK
+    assert abs(first.timestamp - time.time()) < 60  # the IOC's time of processing
+    assert port_of(first.server) == ioc.port
+    assert src.connected_count == 1
+    assert first == Sample(pv, 20.0, first.timestamp, first.received, True, Severity.OK, 0,
+                           first.server, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.value = 1.0  # type: ignore[misc]
+
+    await aioca.caput(pv, 150.0, wait=True)
+    high = await rec.wait_for(lambda s: s.value == 150.0)
+    assert high.severity is Severity.MAJOR
+    assert high.status == 3  # HIHI
+    assert high.timestamp >= first.timestamp
+    assert high.server == first.server  # computed once per connection
+
+    await aioca.caput(pv, 60.0, wait=True)
+    assert (await rec.wait_for(lambda s: s.value == 60.0)).severity is Severity.MINOR
+
+    await aioca.caput(pv, float("nan"), wait=True)
+    nan = await rec.wait_for(lambda s: isinstance(s.value, float) and math.isnan(s.value))
+    assert nan.connected and nan.error is None  # the checks decide about NaN
+
+    stats = src.stats()
+    assert stats["connected"] == 1 and stats["disconnected"] == 0
+    assert stats["updates"] >= 4
+
+
+async def test_enum_string_and_arrays(ioc: Ioc, source) -> None:
+    names = {n: ioc.pv(n) for n in ("shutter", "name", "wave", "text")}
+    src, rec = source(), Recorder()
+    src.subscribe(names.values())
+    await src.start(rec)
+
+    assert (await rec.wait_for(lambda s: s.address == names["shutter"])).value == "Open"
+    assert (await rec.wait_for(lambda s: s.address == names["name"])).value == "hello beamline"
+    await rec.wait_for(lambda s: s.address == names["wave"])
+    await rec.wait_for(lambda s: s.address == names["text"])
+
+    await aioca.caput(names["shutter"], "Closed", wait=True)
+    await rec.wait_for(lambda s: s.address == names["shutter"] and s.value == "Closed")
+    await aioca.caput(names["wave"], [1.5, 2.5, 3.5], wait=True)
+    wave = await rec.wait_for(lambda s: s.address == names["wave"] and s.value == (1.5, 2.5, 3.5))
+    assert all(type(v) is float for v in wave.value)
+    await aioca.caput(names["text"], "I04 ready", datatype=aioca.DBR_CHAR_STR, wait=True)
+    await rec.wait_for(lambda s: s.address == names["text"] and s.value == "I04 ready")
+
+
+async def test_never_connected_pv_reports_after_timeout(ioc: Ioc, source) -> None:
+    ghost = f"BWT-NOBODY-{uuid.uuid4().hex[:8]}:PV"
+    src, rec = source(connect_timeout=0.5), Recorder()
+    src.subscribe([ghost])
+    started = time.monotonic()
+    await src.start(rec)
+
+    sample = await rec.wait_for(lambda s: s.address == ghost, timeout=3)
+    assert time.monotonic() - started >= 0.4
+    assert not sample.connected and sample.value is None and sample.server is None
+    assert sample.error == "never connected: no IOC answered within 0.5s"
+    assert src.stats()["disconnected"] == 1 and src.connected_count == 0
+
+
+async def test_ioc_kill_and_restart(ioc_factory, source) -> None:
+    own = ioc_factory(DB)
+    pvs = [own.pv("temp"), own.pv("shutter")]
+    src, rec = source(), Recorder()
+    src.subscribe(pvs)
+    await src.start(rec)
+    for pv in pvs:
+        await rec.wait_for(lambda s, pv=pv: s.address == pv and s.connected)
+    assert src.connected_count == 2
+    server = rec.of(pvs[0])[0].server
+    assert port_of(server) == own.port
+
+    mark = len(rec.samples)
+    own.kill()
+    for pv in pvs:
+        gone = await rec.wait_for(lambda s, pv=pv: s.address == pv and not s.connected,
+                                  after=mark)
+        assert gone.error == "disconnected"
+        assert gone.server == server  # which IOC went away
+        assert gone.value is None
+    assert src.connected_count == 0
+
+    mark = len(rec.samples)
+    own.restart()
+    for pv in pvs:  # libca searches again on its own (disconnect governor: <= 10 s)
+        back = await rec.wait_for(lambda s, pv=pv: s.address == pv and s.connected,
+                                  timeout=15, after=mark)
+        assert back.server == server and back.error is None
+    assert rec.of(pvs[1])[-1].value == "Open"
+    assert src.connected_count == 2
+
+
+async def test_updates_arrive_in_batches(ioc: Ioc, source) -> None:
+    pvs = [ioc.pv(f"n{i}") for i in range(MANY)]
+    src, rec = source(), Recorder()
+    src.subscribe(pvs)
+    await src.start(rec)
+    deadline = time.monotonic() + 5
+    while src.stats()["updates"] < 5 * MANY and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+    updates, calls = len(rec.samples), len(rec.batches)
+    assert updates >= 5 * MANY
+    assert calls * 4 <= updates, f"{updates} updates in {calls} sink calls"
+    assert src.stats()["batches"] == calls
+
+
+async def test_stop_delivers_nothing_more(ioc: Ioc, source) -> None:
+    pv = ioc.pv("tick")
+    src, rec = source(), Recorder()
+    src.subscribe([pv])
+    await src.start(rec)
+    await rec.wait_for(lambda s: s.address == pv)
+    mark = len(rec.samples)
+    await rec.wait_for(lambda s: s.address == pv, after=mark)  # it is updating
+
+    await src.stop()
+    after_stop = len(rec.samples)
+    await asyncio.sleep(0.35)  # three more scans of the record
+    assert len(rec.samples) == after_stop
+    assert src.connected_count == 0
+
+
+async def test_subscribe_and_unsubscribe_while_running(ioc: Ioc, source) -> None:
+    tick, temp = ioc.pv("tick"), ioc.pv("temp")
+    src, rec = source(), Recorder()
+    await src.start(rec)
+    src.subscribe([tick])
+    await rec.wait_for(lambda s: s.address == tick)
+    src.subscribe([temp, tick])  # again: no second subscription
+    await rec.wait_for(lambda s: s.address == temp)
+    assert src.stats()["subscribed"] == 2 and src.connected_count == 2
+
+    src.unsubscribe([tick])
+    mark = len(rec.samples)
+    await asyncio.sleep(0.35)
+    assert not [s for s in rec.samples[mark:] if s.address == tick]
+    stats = src.stats()
+    assert (stats["subscribed"], stats["connected"]) == (1, 1)
+
+    src.subscribe([tick])  # and back (a config reload)
+    await rec.wait_for(lambda s: s.address == tick, after=mark)
+
+
+async def test_monitor_closed_by_aioca_is_reported_and_reopened(
+    ioc: Ioc, source, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ca_module, "WATCH_EVERY", 0.05)
+    monkeypatch.setattr(ca_module, "RESUBSCRIBE_AFTER", 0.2)
+    pv = ioc.pv("temp")
+    src, rec = source(), Recorder()
+    src.subscribe([pv])
+    await src.start(rec)
+    await rec.wait_for(lambda s: s.address == pv and s.connected)
+
+    src._pvs[pv].subscription.close()  # what aioca does after a bad update from libca
+    mark = len(rec.samples)
+    failed = await rec.wait_for(lambda s: not s.connected, after=mark)
+    assert failed.error.startswith("monitor failed")
+    await rec.wait_for(lambda s: s.connected, after=mark, timeout=3)
+    assert src.connected_count == 1
+
+
+async def test_addr_list_is_fixed_once_ca_runs(ca_env) -> None:
+    aioca.get_channel_infos()  # the CA context exists from here on
+    same = [f"{ca_env.host}:{p}" for p in ca_env.ports]
+    CaSource("ca", SourceConfig(kind="ca", addr_list=same))  # what is in force: fine
+    with pytest.raises(SourceUnavailable, match="already running"):
+        CaSource("ca", SourceConfig(kind="ca", addr_list=["10.0.0.1:5064"]))
+    with pytest.raises(SourceUnavailable, match="empty"):
+        CaSource("ca", SourceConfig(kind="ca", addr_list=[]))
