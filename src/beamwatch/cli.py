@@ -20,6 +20,7 @@ from rich.table import Table
 
 from . import logs, timefmt
 from .config import Config, ConfigError, load_config
+from .model import value_text
 
 app = typer.Typer(
     help="beamwatch: watches a beamline and tells the right person, once.",
@@ -136,8 +137,11 @@ def status(config: ConfigOpt, as_json: JsonOpt = False,
         sev = r.severity + (" (acked)" if r.acked else "")
         if r.severity != r.current:
             sev += f" now {r.current}"
+        why = r.message or ""
+        if r.muted:
+            why += f" [dim](muted {r.muted}: {r.mute_detail})[/]"
         table.add_row(r.id, f"[{SEVERITY_STYLE[r.severity]}]{sev}[/]", r.value_text,
-                      timefmt.ago(r.since, now) if r.since else "—", r.message or "")
+                      timefmt.ago(r.since, now) if r.since else "—", why)
     out.print(table)
 
 
@@ -174,7 +178,7 @@ def history(
         why = r["message"] + (f" [muted: {r['muted']} {r['mute_detail'] or ''}]"
                               if r["muted"] else "")
         table.add_row(timefmt.show(r["time"], cfg.timezone), r["check"], change,
-                      json.dumps(r["value"]) if r["value"] is not None else "—", why)
+                      value_text(r["value"]), why)
     out.print(table)
     if not rows:
         out.print("no transitions in that period")

@@ -36,6 +36,9 @@ class CheckStatus:
     connected: bool | None
     server: str | None
     updated: float | None
+    muted: str | None = None  # why nobody is told about this alarm (MODE, DEPENDENCY…)
+    mute_detail: str | None = None
+    incident: str | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -47,10 +50,12 @@ def status(config: Config, store: Store) -> list[CheckStatus]:
     """Every configured check, worst first, then by how long it has been so."""
     states = store.load_states()
     latest = store.latest()
+    last = store.last_transitions()
     out = []
     for cfg in config.checks:
         st = states.get(cfg.id, AlarmState(cfg.id))
         lv = latest.get(cfg.id)
+        tr = last.get(cfg.id) if st.severity > Severity.OK else None
         value = lv.value if lv else st.value
         out.append(CheckStatus(
             id=cfg.id, name=cfg.title, group=cfg.group, severity=st.severity.name,
@@ -60,9 +65,14 @@ def status(config: Config, store: Store) -> list[CheckStatus]:
             message=st.message if st.severity > Severity.OK else (lv.message if lv else ""),
             connected=lv.connected if lv else None, server=lv.server if lv else None,
             updated=lv.time if lv else None,
+            muted=tr.muted.value if tr and tr.muted else None,
+            mute_detail=tr.mute_detail if tr else None,
+            incident=tr.incident_id if tr else None,
         ))
     order = {s.name: int(s) for s in Severity}
-    out.sort(key=lambda c: (-order[c.severity], c.acked, c.since or 0, c.id))
+    # worst first; within a severity, what people are told about before what is muted
+    out.sort(key=lambda c: (-order[c.severity], c.muted is not None, c.acked, c.since or 0,
+                            c.id))
     return out
 
 

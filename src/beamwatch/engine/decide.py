@@ -286,10 +286,15 @@ class Decider:
         """One row the worker expands to everyone told about `incident_id`."""
         check_id = tr.check_id if tr else (inc.root if inc else "")
         cfg = self.checks.get(check_id)
+        if inc is not None and inc.kind == IncidentKind.IOC:
+            title = inc.title
+        else:
+            title = cfg.title if cfg else check_id
         message = Message(
-            kind=kind, beamline=self.config.beamline,
-            title=(inc.title if inc else (cfg.title if cfg else check_id)),
-            severity=tr.new if tr else Severity.OK, check_ids=(check_id,),
+            kind=kind, beamline=self.config.beamline, title=title,
+            # what people see: a resolve is OK even while a latched alarm waits for its ack
+            severity=(tr.current if kind == "resolve" else tr.new) if tr else Severity.OK,
+            check_ids=(check_id,),
             previous_severity=tr.old if tr else None,
             value=value_text(tr.value) if tr else "", text=tr.message if tr else "",
             time=now, incident_id=incident_id, mode=self.noise.modes.mode(now),

@@ -45,6 +45,47 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+CONSOLE_PORT = 8765  # the demo config's webhooks point here
+
+
+class Console:
+    """The demo's stand-in for phones and Slack: every webhook the demo config sends
+    to 127.0.0.1:8765 is printed as one line in the terminal running the demo."""
+
+    def __init__(self, port: int = CONSOLE_PORT):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                who = self.path.strip("/").replace("/", ":")
+                _say(f"  >> {who:<14} {body.get('kind', '?'):<10} "
+                     f"[{body.get('severity', '?')}] {body.get('title', '')}"
+                     + (f" — {len(body['consequences'])} consequences"
+                        if body.get("consequences") else "")
+                     + (f" (by {body['actor']})" if body.get("actor") else ""))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        try:
+            self.server: ThreadingHTTPServer | None = ThreadingHTTPServer(
+                ("127.0.0.1", port), Handler)
+        except OSError as e:
+            _say(f"beamwatch demo: notifications will not be shown: port {port}: {e.strerror}")
+            self.server = None
+            return
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+
+
 def run_demo(config_path: str | os.PathLike[str]) -> None:
     """Start the sim, run beamwatch on it until Ctrl-C or SIGTERM, stop both."""
     from ..app import App
@@ -75,12 +116,17 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
             (f"beamwatch sim clear{port_option}", "back to normal"),
         ):
             _say(f"  {command:<50} {why}")
+        _say("Notifications the demo config sends (on-call person, ops channel) appear "
+             "below as '>> …' lines.")
         _say("Ctrl-C stops the monitor and the simulated beamline.")
+        console = Console()
         application = App(path)
         try:
             asyncio.run(application.run())
         except KeyboardInterrupt:
             pass
+        finally:
+            console.close()
         # channels left open would call back into the closed loop as the IOCs go
         ca.close()
     finally:

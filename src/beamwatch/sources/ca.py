@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -186,7 +187,7 @@ class _Pv:
         self.connected = False
         self.server: str | None = None
         self.ever_connected = False
-        self.closed_at: float | None = None  # when aioca was seen to have closed it
+        self.closed_at: float | None = None  # monotonic time aioca was seen to close it
         self.ours = False  # a subscription we opened and have not closed
 
 
@@ -306,7 +307,7 @@ class CaSource:
         except Exception as error:  # e.g. a name libca refuses (too long)
             pv.subscription = None
             pv.ours = False
-            pv.closed_at = self._now()
+            pv.closed_at = time.monotonic()
             log.warning("cannot monitor PV", extra={"pv": pv.address, "reason": str(error)})
             self._emit(pv, f"cannot monitor: {error}")
 
@@ -328,20 +329,26 @@ class CaSource:
         with a sample, and open it again later."""
         while True:
             await asyncio.sleep(WATCH_EVERY)
-            now = self._now()
-            for pv in list(self._pvs.values()):
-                sub = pv.subscription
-                if pv.ours and sub is not None and sub.state == sub.CLOSED:
-                    pv.ours = False
-                    pv.closed_at = now
-                    if pv.connected:
-                        pv.connected = False
-                        self.connected_count -= 1
-                    self._emit(pv, "monitor failed (bad update from the IOC, see the log);"
-                               f" retrying in {RESUBSCRIBE_AFTER:g}s")
-                elif not pv.ours and pv.closed_at is not None \
-                        and now - pv.closed_at >= RESUBSCRIBE_AFTER:
-                    self._open(pv)
+            try:
+                self._check_subscriptions()
+            except Exception:  # keep watching whatever happened
+                log.exception("watching CA subscriptions failed", extra={"source": self.name})
+
+    def _check_subscriptions(self) -> None:
+        now = time.monotonic()
+        for pv in list(self._pvs.values()):
+            sub = pv.subscription
+            if pv.ours and sub is not None and sub.state == sub.CLOSED:
+                pv.ours = False
+                pv.closed_at = now
+                if pv.connected:
+                    pv.connected = False
+                    self.connected_count -= 1
+                self._emit(pv, "monitor failed (bad update from the IOC, see the log);"
+                           f" retrying in {RESUBSCRIBE_AFTER:g}s")
+            elif not pv.ours and pv.closed_at is not None \
+                    and now - pv.closed_at >= RESUBSCRIBE_AFTER:
+                self._open(pv)
 
     # --- the hot path -------------------------------------------------------------------
 
@@ -401,7 +408,6 @@ class CaSource:
         if pv.subscription is None:  # closed meanwhile
             return
         if getattr(value, "ok", True) is False:  # aioca.CANothing
-            self.events += 1
             code = getattr(value, "errorcode", None)
             if code == cadef.ECA_TIMEOUT and not pv.ever_connected:
                 error = f"never connected: no IOC answered within {self.connect_timeout:g}s"
@@ -448,6 +454,8 @@ class CaSource:
             return None
 
     def _emit(self, pv: _Pv, error: str) -> None:
+        """A sample without a value: disconnected, never connected, monitor failed."""
+        self.events += 1
         now = self._now()
         self._append(Sample(pv.address, None, now, now, False, Severity.INVALID, 0,
                             pv.server, error))

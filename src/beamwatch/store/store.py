@@ -161,6 +161,15 @@ class Store:
         with self.engine.connect() as conn:
             return {r[0]: r[1] for r in conn.execute(q)}
 
+    def last_transitions(self) -> dict[str, Transition]:
+        """Each check's latest transition (its mute reason and incident, for status)."""
+        c = t.transitions.c
+        latest = select(func.max(c.id).label("id")).group_by(c.check_id).subquery()
+        q = select(t.transitions).join(latest, c.id == latest.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return {r["check_id"]: _logged_from_row(r).transition for r in rows}
+
     def transitions(self, since: float | None = None, check_id: str | None = None,
                     limit: int | None = None, until: float | None = None) -> list[LoggedTransition]:
         q = select(t.transitions).order_by(t.transitions.c.time, t.transitions.c.id)
