@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -75,6 +76,12 @@ class App:
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
         await self.start()
+        # Samples live for one batch but long enough to be promoted: with the default
+        # thresholds the collector rescans them all the time (measured: 0.67 of raw
+        # aioca throughput; 0.9 with these). Startup objects are frozen out of it.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         self._tasks = [asyncio.create_task(self._every(TICK, self._tick)),
                        asyncio.create_task(self.worker.run(self._stop)),
                        asyncio.create_task(self._every(VALUES_EVERY, self.engine.flush_values)),

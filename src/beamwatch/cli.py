@@ -204,6 +204,55 @@ def ack(
     raise typer.Exit(0 if result.ok else 2)
 
 
+@app.command()
+def report(
+    config: ConfigOpt,
+    since: Annotated[str, typer.Option(help="How far back: 7d, 24h, or a time.")] = "7d",
+    as_json: JsonOpt = False,
+) -> None:
+    """Human load: alarms and pages per person per hour, peaks, floods, chattering and
+    standing alarms, the most frequent checks (ISA-18.2 / EEMUA 191)."""
+    from .api import service
+
+    cfg = config_or_exit(config)
+    try:
+        start = timefmt.parse_when(since, cfg.timezone)
+    except ValueError as e:
+        fail(f"--since: {e}")
+    rep = service.load_report(cfg, open_store(cfg), start)
+    if as_json:
+        print(rep.to_json())
+        return
+    out.print(f"[bold]{cfg.beamline}[/] since {timefmt.show(start, cfg.timezone)} "
+              f"({rep.hours:.1f} h): {rep.alarms} alarms, {rep.alarms_per_hour:.1f}/h "
+              f"— [bold]{rep.rating}[/] (ISA-18.2: ≤6/h acceptable, ≤12/h manageable)")
+    out.print(f"peak {rep.peak_alarms_10min} alarms in 10 min; floods (>10 in 10 min): "
+              f"{rep.flood_periods} ({rep.flood_share:.1%} of the time)")
+    out.print(f"pages: {rep.pages} ({rep.pages_per_hour:.2f}/h), peak {rep.peak_pages_10min} "
+              f"in 10 min; muted activations: "
+              + (", ".join(f"{k} {v}" for k, v in sorted(rep.muted.items())) or "none"))
+    tables = [
+        ("pages per person", ("person", "pages", "per hour", "peak 10 min"),
+         [(p.person, str(p.pages), f"{p.per_hour:.2f}", str(p.peak_10min)) for p in rep.people]),
+        ("most frequent", ("check", "alarms", "share"),
+         [(c.check_id, str(c.count), f"{c.share:.0%}") for c in rep.most_frequent]),
+        ("chattering (≥3 activations in a minute)", ("check", "peak per minute"),
+         [(c.check_id, str(c.peak_per_minute)) for c in rep.chattering]),
+        ("standing (active > 24 h)", ("check", "since", "hours", "still active"),
+         [(c.check_id, timefmt.show(c.since, cfg.timezone), f"{c.hours:.0f}",
+           "yes" if c.still_active else "no") for c in rep.stale]),
+    ]
+    for title, cols, rows in tables:
+        if not rows:
+            continue
+        table = Table(title=title)
+        for col in cols:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+
+
 @app.command("notify-test")
 def notify_test(
     config: ConfigOpt,

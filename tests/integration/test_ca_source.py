@@ -22,6 +22,7 @@ require_epicscorelibs()
 
 import aioca  # noqa: E402
 
+from beamwatch.clock import FakeClock  # noqa: E402
 from beamwatch.config.schema import SourceConfig  # noqa: E402
 from beamwatch.model import Sample, Severity  # noqa: E402
 from beamwatch.sources import ca as ca_module  # noqa: E402
@@ -101,8 +102,8 @@ async def _fresh_ca():
 async def source():
     sources: list[CaSource] = []
 
-    def make(**kwargs) -> CaSource:
-        src = CaSource("ca", SourceConfig(kind="ca", **kwargs))
+    def make(clock=None, **kwargs) -> CaSource:
+        src = CaSource("ca", SourceConfig(kind="ca", **kwargs), clock)
         sources.append(src)
         return src
 
@@ -155,7 +156,8 @@ async def test_value_timestamp_severity_and_server(ioc: Ioc, source) -> None:
 
 async def test_enum_string_and_arrays(ioc: Ioc, source) -> None:
     names = {n: ioc.pv(n) for n in ("shutter", "name", "wave", "text")}
-    src, rec = source(), Recorder()
+    clock = FakeClock()
+    src, rec = source(clock), Recorder()
     src.subscribe(names.values())
     await src.start(rec)
 
@@ -171,6 +173,7 @@ async def test_enum_string_and_arrays(ioc: Ioc, source) -> None:
     assert all(type(v) is float for v in wave.value)
     await aioca.caput(names["text"], "I04 ready", datatype=aioca.DBR_CHAR_STR, wait=True)
     await rec.wait_for(lambda s: s.address == names["text"] and s.value == "I04 ready")
+    assert {s.received for s in rec.samples} == {clock.now()}  # beamwatch's clock, injected
 
 
 async def test_never_connected_pv_reports_after_timeout(ioc: Ioc, source) -> None:

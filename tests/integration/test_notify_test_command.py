@@ -16,8 +16,8 @@ from aiosmtpd.controller import Controller
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from beamwatch.config import parse_config
-from beamwatch.notify import NotifyConfigError, notify_test
+from beamwatch.config import ConfigError, parse_config
+from beamwatch.notify import notify_test
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,6 @@ channels:
 people:
   ana: {{email: ana@example.org, slack: U0123ABC, signal: "+442222222222",
         order: [slack, signal, email]}}
-  ben: {{whatsapp: "+443333333333"}}
 """
 
 
@@ -127,9 +126,11 @@ async def test_one_destination_of_a_person(httpserver: HTTPServer, smtp, service
     assert "slack" not in services
 
 
-async def test_misconfigured_target_says_why(httpserver: HTTPServer, smtp) -> None:
-    with pytest.raises(NotifyConfigError, match="people.ben.whatsapp: ben's whatsapp: no channel"):
-        await notify_test(load(httpserver.port, smtp[1]), "person:ben")
+def test_misconfigured_person_is_a_config_error_with_its_line(httpserver: HTTPServer, smtp):
+    text = CONFIG.format(http=httpserver.port, smtp=smtp[1]) + '  ben: {whatsapp: "+443333333333"}\n'
+    with pytest.raises(ConfigError, match=r"beamwatch.yaml:14:\d+: people.ben.whatsapp: "
+                                          "ben's whatsapp: no channel"):
+        parse_config(text, "beamwatch.yaml", env={"SLACK_BOT_TOKEN": "xoxb-notify-test-token"})
 
 
 async def test_unknown_target(httpserver: HTTPServer, smtp) -> None:

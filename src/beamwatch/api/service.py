@@ -137,3 +137,22 @@ def _acknowledge_offline(config: Config, store: Store, check_id: str, who: str,
         return CommandResult(True, f"{check_id} is already acknowledged")
     store.record([(tr, logic.state) for tr in transitions])
     return CommandResult(True, f"acknowledged {check_id} (engine not running: stored directly)")
+
+
+def load_report(config: Config, store: Store, since: float, until: float | None = None):
+    """The human-load report (ISA-18.2 / EEMUA 191 metrics) over the beamline log and
+    the notifications that reached people in [since, until)."""
+    from ..engine.report import Page
+    from ..engine.report import load_report as compute
+    from ..store.outbox import Outbox
+
+    until = time.time() if until is None else until
+    transitions = [r.transition for r in store.transitions(until=until)
+                   if r.transition.time >= since - 86400]  # a day before: standing alarms
+    pages = [Page(r["sent_at"] or r["created_at"], r["receiver"].removeprefix("person:"),
+                  r["check_id"], r["incident_id"])
+             for r in Outbox(store).rows(status="sent")
+             if r["receiver"].startswith("person:")
+             and r["kind"] in ("alarm", "repeat", "escalation")
+             and since <= (r["sent_at"] or r["created_at"]) < until]
+    return compute(transitions, pages, start=since, end=until)

@@ -24,11 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ..config.schema import Config
-from ..model import AlarmState, Sample, Severity, Transition, value_text
+from ..model import AlarmState, MuteReason, Sample, Severity, Transition, value_text
 from ..notify.base import Message, Related
 from ..routing.escalation import plan
 from ..routing.router import Router
 from .incidents import (
+    ConsequenceAttached,
     ConsequencePromoted,
     Incident,
     IncidentEscalated,
@@ -62,6 +63,7 @@ class Decider:
         self.state_of = state_of or (lambda cid: None)
         self._previous: dict[str, Severity] = {}
         self.changed_incidents: dict[str, Incident] = {}  # to persist, drained by the app
+        self.fates: list[tuple[Transition, AlarmState]] = []  # log entries, drained by engine
         self.checks = {c.id: c for c in config.checks}
         self.paged: dict[str, Severity] = {}  # incident id -> worst severity paged
         self.unpaged: dict[str, Incident] = {}  # open incidents whose page a stage held
@@ -144,7 +146,9 @@ class Decider:
         rows = self._on_events(events, now, tr)
         if tr.new > Severity.OK and not any(r["kind"] == "alarm" for r in rows):
             mute = self.noise.pipeline.decide(self._alert(tr.check_id, tr.new, tr.time, now), now)
-            if mute is not None:
+            if mute is not None and self.noise.incidents.is_held(tr.check_id):
+                tr = replace(tr, mute_detail=mute.detail)  # undecided: its fate is logged later
+            elif mute is not None:
                 tr = replace(tr, muted=mute.reason, mute_detail=mute.detail)
         return tr, rows
 
@@ -155,7 +159,14 @@ class Decider:
             if isinstance(ev, (IncidentOpened, ConsequencePromoted)):
                 for cid in (ev.incident.root, *ev.incident.consequences):
                     self.last_incident[cid] = ev.incident.id
-                rows += self._page(ev.incident, "alarm", now)
+                page = self._page(ev.incident, "alarm", now)
+                rows += page
+                self._log_fates(ev.incident, bool(page), tr, now)
+            elif isinstance(ev, ConsequenceAttached):
+                self.last_incident[ev.check_id] = ev.incident.id
+                if tr is None or tr.check_id != ev.check_id:  # decided later than its alarm
+                    self._log_fate(ev.check_id, ev.incident, "attached", now,
+                                   MuteReason.DEPENDENCY, f"root cause: {ev.incident.title}")
             elif isinstance(ev, IncidentEscalated):
                 rows += self._page(ev.incident, "alarm", now)
             elif isinstance(ev, IncidentResolved):
@@ -163,6 +174,35 @@ class Decider:
                 if ev.incident.id in self.paged:
                     rows.append(self._fan_out("resolve", ev.incident.id, tr, now, ev.incident))
         return rows
+
+    def _log_fates(self, inc: Incident, paged: bool, tr: Transition | None, now: float) -> None:
+        """An incident decided after its alarms were logged (they were held to let a root
+        show up): log what became of each, so the log says who was told and why not."""
+        root = self._root_check(inc)
+        if tr is None or tr.check_id != root:
+            mute = None if paged else self.noise.page_pipeline.decide(
+                self._alert(root, inc.severity, inc.opened, now), now)
+            self._log_fate(root, inc, "paged" if paged else "muted", now,
+                           mute.reason if mute else None,
+                           mute.detail if mute else f"root cause of {len(inc.consequences)}")
+        for cid in inc.consequences:
+            if tr is None or tr.check_id != cid:
+                self._log_fate(cid, inc, "attached", now, MuteReason.DEPENDENCY,
+                               f"root cause: {inc.title}")
+
+    def _log_fate(self, check_id: str, inc: Incident, reason: str, now: float,
+                  muted: MuteReason | None, detail: str) -> None:
+        state = self.state_of(check_id)
+        if state is None or check_id not in self.checks:
+            return
+        self.fates.append((Transition(
+            check_id, now, state.severity, state.severity, state.current, state.acked,
+            state.value, state.message, reason, muted=muted, mute_detail=detail,
+            incident_id=inc.id), state))
+
+    def take_fates(self) -> list[tuple[Transition, AlarmState]]:
+        out, self.fates = self.fates, []
+        return out
 
     def _offer(self, check_id: str) -> None:
         inc = self.noise.incidents.incident_of(check_id)

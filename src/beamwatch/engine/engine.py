@@ -286,10 +286,13 @@ class Engine:
             self._flush_scheduled = False
             items, self._pending = self._pending, []
             extra, self._pending_rows = self._pending_rows, []
-            if items or extra or getattr(self.decider, "changed_incidents", None):
+            if items or extra or getattr(self.decider, "changed_incidents", None) or getattr(
+                    self.decider, "fates", None):
                 now = self.clock.now()
                 annotated, notes = self.decider.decide([tr for tr, _ in items], now)
                 rows = [(tr, st) for tr, (_, st) in zip(annotated, items, strict=True)]
+                take = getattr(self.decider, "take_fates", None)
+                rows += take() if take else []
                 self._unwritten.append((rows, notes + extra, self._decided_too(now)))
             while self._unwritten:
                 rows, notes, also = self._unwritten[0]

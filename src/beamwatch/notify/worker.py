@@ -105,7 +105,7 @@ class OutboxWorker:
             elif row.kind in FOLLOW_UPS and (why := self._over(row)):
                 await asyncio.to_thread(self.outbox.finish, [row.id], now, status="cancelled",
                                         detail=why, count_attempt=False)
-            elif row.expires_at is not None and now > row.expires_at and row.kind != "summary":
+            elif row.expires_at is not None and now > row.expires_at:
                 expired[(row.receiver, row.destination)].append(row)
             elif row.kind == "alarm":
                 sends[(row.receiver, row.destination)].append(row)
@@ -151,15 +151,22 @@ class OutboxWorker:
         return None
 
     def _fold(self, group: list[Outgoing], now: float) -> None:
-        """Too old to be news one by one: one summary for the receiver instead."""
+        """Too old to be news one by one: ONE summary for the receiver instead, taking
+        with it everything else still waiting for that receiver (earlier summaries too)."""
         first = group[0]
-        alarms = [Related(o.check_id or "", o.message.get("title", o.check_id or ""),
-                          o.message.get("severity", "MAJOR"), o.message.get("value", ""))
-                  for o in group]
+        group = group + self.outbox.take_pending(first.receiver, first.destination, now)
+        alarms: list[Related] = []
+        for o in group:
+            if o.kind == "summary":
+                alarms += [Related.from_dict(a) for a in o.message.get("alarms", [])]
+            else:
+                alarms.append(Related(o.check_id or "", o.message.get("title", o.check_id or ""),
+                                      o.message.get("severity", "MAJOR"),
+                                      o.message.get("value", "")))
         message = Message(kind="summary", beamline=self.config.beamline,
                           title=f"{len(group)} notification(s) could not be delivered in time",
                           severity=max(Severity.parse(a.severity) for a in alarms),
-                          check_ids=tuple(a.check_id for a in alarms),
+                          check_ids=tuple(dict.fromkeys(a.check_id for a in alarms)),
                           text="They were held while the channel failed; this summary "
                                "replaces them.", time=now, alarms=tuple(alarms),
                           timezone=self.config.timezone)

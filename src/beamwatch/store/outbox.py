@@ -98,6 +98,20 @@ class Outbox:
                 .returning(*t.notifications.c)).mappings().all()
         return mates
 
+    def take_pending(self, receiver: str, destination: str, now: float) -> list[Outgoing]:
+        """Claim every pending row for one receiver (to fold them into a summary)."""
+        pick = select(N.id).where(N.status == "pending", N.receiver == receiver,
+                                  N.destination == destination, N.created_at <= now)
+        if self.store.dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        with self.store.engine.begin() as conn:
+            rows = conn.execute(
+                update(t.notifications).where(N.id.in_(pick.scalar_subquery()))
+                .values(status="sending", claimed_by=self.worker,
+                        claimed_until=now + self.lease)
+                .returning(*t.notifications.c)).mappings().all()
+        return [_outgoing(r) for r in rows]
+
     def next_due(self) -> float | None:
         with self.store.engine.connect() as conn:
             return conn.execute(
