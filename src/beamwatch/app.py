@@ -166,6 +166,7 @@ class App:
         if previous is not None:
             decider.paged, decider.unpaged = previous.paged, previous.unpaged
             decider.last_incident = previous.last_incident
+            decider.pending_resolves = previous.pending_resolves
         self.engine.on_mode_sample = self._on_mode_sample
         return decider
 

@@ -62,9 +62,10 @@ async def test_resolve_goes_to_those_told(timeline):
         tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
         await tl.run_until(40)
         tl.set("BL04I-MO-DCM-01:TEMP1", 100.0)
-        await tl.run_until(100)
+        await tl.run_until(130)
     assert [m.body["kind"] for m in tl.messages()] == ["alarm", "resolve"]
-    assert 70 <= tl.messages("resolve")[0].t <= 71  # the clear waits out `for:` too
+    # the clear waits out `for:` (30 s), then the recovery grace (30 s) in case it bounces
+    assert 100 <= tl.messages("resolve")[0].t <= 101
 
 
 REPEAT = """
@@ -221,3 +222,22 @@ async def test_silence_expiring_while_fault_persists_notifies_then_once(timeline
     assert 300 <= msg.t <= 302
     assert row.transition.muted == MuteReason.SILENCE
     assert "silenced by ana" in row.transition.mute_detail
+
+
+CHATTER = """
+checks:
+  - id: gauge
+    pv: BL04I-VA-GAUGE-04:P
+    above: {major: 1.0e-7}
+"""
+
+
+async def test_a_chattering_gauge_pages_once_and_is_marked_flapping(timeline):
+    async with timeline(config(CHATTER)) as tl:
+        for k in range(600):  # flips across its limit every 2 s for 20 minutes
+            tl.set("BL04I-VA-GAUGE-04:P", 2e-7 if k % 2 == 0 else 5e-8)
+            await tl.run_until(tl.now + 2)
+        rows = tl.app.store.transitions(check_id="gauge")
+    kinds = [m.body["kind"] for m in tl.messages()]
+    assert kinds.count("alarm") == 1 and "resolve" not in kinds  # still bouncing at the end
+    assert any(r.transition.muted == MuteReason.FLAPPING for r in rows)

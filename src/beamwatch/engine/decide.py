@@ -35,6 +35,7 @@ from .incidents import (
     IncidentEscalated,
     IncidentKind,
     IncidentOpened,
+    IncidentReopened,
     IncidentResolved,
 )
 from .mute import Alert
@@ -64,6 +65,9 @@ class Decider:
         self._previous: dict[str, Severity] = {}
         self.changed_incidents: dict[str, Incident] = {}  # to persist, drained by the app
         self.fates: list[tuple[Transition, AlarmState]] = []  # log entries, drained by engine
+        # incident id -> (when, row): a resolve is announced once the incident has stayed
+        # resolved for recovery_grace, so a bouncing fault does not chatter "resolved"
+        self.pending_resolves: dict[str, tuple[float, dict]] = {}
         self.checks = {c.id: c for c in config.checks}
         self.paged: dict[str, Severity] = {}  # incident id -> worst severity paged
         self.unpaged: dict[str, Incident] = {}  # open incidents whose page a stage held
@@ -109,6 +113,10 @@ class Decider:
         """Time passed: held failures settle, flapping ends, muted pages are re-offered."""
         rows: list[dict] = []
         rows += self._on_events(self.noise.incidents.tick(now), now)
+        for inc_id, (due, row) in list(self.pending_resolves.items()):
+            if due <= now:
+                del self.pending_resolves[inc_id]
+                rows.append(row)
         for event in self.noise.flaps.tick(now):
             if event.stopped:  # settled but still failing: its page is due now
                 self._offer(event.check_id)
@@ -171,8 +179,12 @@ class Decider:
                 rows += self._page(ev.incident, "alarm", now)
             elif isinstance(ev, IncidentResolved):
                 self.unpaged.pop(ev.incident.id, None)
-                if ev.incident.id in self.paged:
-                    rows.append(self._fan_out("resolve", ev.incident.id, tr, now, ev.incident))
+                if ev.incident.id in self.paged:  # said once it stays resolved (see tick)
+                    due = now + self.noise.incidents.recovery_grace
+                    self.pending_resolves[ev.incident.id] = (
+                        due, self._fan_out("resolve", ev.incident.id, tr, now, ev.incident))
+            elif isinstance(ev, IncidentReopened):  # the same fault bouncing: no news
+                self.pending_resolves.pop(ev.incident.id, None)
         return rows
 
     def _log_fates(self, inc: Incident, paged: bool, tr: Transition | None, now: float) -> None:
