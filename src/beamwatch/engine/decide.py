@@ -198,7 +198,7 @@ class Decider:
                            mute.reason if mute else None,
                            mute.detail if mute else f"root cause of {len(inc.consequences)}")
         for cid in inc.consequences:
-            if tr is None or tr.check_id != cid:
+            if cid != root and (tr is None or tr.check_id != cid):
                 self._log_fate(cid, inc, "attached", now, MuteReason.DEPENDENCY,
                                f"root cause: {inc.title}")
 
@@ -241,6 +241,12 @@ class Decider:
             return []  # already told at this severity
         check_id = self._root_check(inc)
         if check_id not in self.checks:
+            return []
+        if (inc.kind == IncidentKind.IOC and inc.id not in self.paged
+                and now < inc.opened + self.noise.graph.settle):
+            # a dead IOC's PVs keep arriving for a while (grace periods, `for:` delays):
+            # page once the list is whole rather than with its first five
+            self.unpaged[inc.id] = inc
             return []
         mute = self.noise.page_pipeline.decide(
             self._alert(check_id, inc.severity, inc.opened, now), now)
