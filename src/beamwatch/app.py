@@ -160,7 +160,7 @@ class App:
         for team, problem in problems.items():
             log.warning("calendar of team %s unusable: %s", team, problem)
         router = Router(config, OnCallResolver(config, calendars, problems))
-        noise = getattr(previous, "noise", None) or Noise.from_config(config, self.clock.now())
+        noise = Noise.from_config(config, self.clock.now(), getattr(previous, "noise", None))
         decider = Decider(config, router, noise, sample_of=self.engine.sample_of,
                           state_of=self.engine.state_of)
         if previous is not None:
@@ -200,7 +200,10 @@ class App:
         old = self.engine.decider
         self.engine.decider = self._decider(config, previous=old)
         self.config = config
-        self.worker.config, self.worker.registry = config, registry
+        old_registry = self.registry
+        self.registry = registry
+        self.worker.reconfigure(config, registry)
+        asyncio.ensure_future(old_registry.aclose())
         log.warning("config reloaded: %s", {k: len(v) for k, v in report.items()})
 
     async def _every(self, period: float, fn: Callable) -> None:

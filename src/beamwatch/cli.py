@@ -113,8 +113,8 @@ def run(config: ConfigOpt) -> None:
 
 @app.command()
 def status(config: ConfigOpt, as_json: JsonOpt = False,
-           all_checks: Annotated[bool, typer.Option("--all", help="Show OK checks too.")] = True,
-           ) -> None:
+           alarms_only: Annotated[bool, typer.Option("--alarms", help="Only checks in alarm.")]
+           = False) -> None:
     """Every check, worst first: severity, value, since when, why."""
     from .api import service
 
@@ -132,7 +132,7 @@ def status(config: ConfigOpt, as_json: JsonOpt = False,
     for col in ("check", "severity", "value", "since", "why"):
         table.add_column(col)
     for r in rows:
-        if not all_checks and r.severity == "OK":
+        if alarms_only and r.severity == "OK":
             continue
         sev = r.severity + (" (acked)" if r.acked else "")
         if r.severity != r.current:

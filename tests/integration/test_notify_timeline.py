@@ -241,3 +241,28 @@ async def test_a_chattering_gauge_pages_once_and_is_marked_flapping(timeline):
     kinds = [m.body["kind"] for m in tl.messages()]
     assert kinds.count("alarm") == 1 and "resolve" not in kinds  # still bouncing at the end
     assert any(r.transition.muted == MuteReason.FLAPPING for r in rows)
+
+
+async def test_reload_applies_new_rules_keeps_state_and_pages_nobody_twice(timeline):
+    two = DCM.replace("for: 30s", "for: 0s") + """
+  - id: dcm-flow
+    pv: BL04I-MO-DCM-01:FLOW
+    below: {major: 2}
+"""
+    async with timeline(config(two)) as tl:
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        tl.set("BL04I-MO-DCM-01:FLOW", 5.0)
+        await tl.run_until(10)
+        assert len(tl.messages("alarm")) == 1
+        # the new file: dcm-temp now depends on dcm-flow, and a bad reload is refused first
+        tl.path.write_text(tl.path.read_text().replace("    for: 0s", "    for: 0s\n    colour: x"))
+        tl.app.reload()
+        assert tl.app.config.check("dcm-temp").depends_on == []
+        tl.path.write_text(tl.path.read_text().replace("\n    colour: x", "\n    depends_on: [dcm-flow]"))
+        tl.app.reload()
+        await tl.run_until(30)
+        assert tl.app.engine.runtimes["dcm-temp"].logic.state.severity == Severity.MAJOR
+        tl.set("BL04I-MO-DCM-01:FLOW", 1.0)  # the new upstream fails: its own page
+        await tl.run_until(60)
+    alarms = [m.body["check_ids"][0] for m in tl.messages("alarm")]
+    assert alarms == ["dcm-temp", "dcm-flow"]  # dcm-temp was not paged again

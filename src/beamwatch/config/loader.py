@@ -101,7 +101,8 @@ class _Resolver:
             out = {}
             for key, value in node.items():
                 if key.endswith("_file") and isinstance(value, str):
-                    secret = self._read_secret_file(value, path + (key,))
+                    name = _ENV.sub(lambda m: self._env(m.group(1), path + (key,)), value)
+                    secret = self._read_secret_file(name, path + (key,))
                     out[key[: -len("_file")]] = secret
                 else:
                     out[key] = self.resolve(value, path + (key,))
@@ -174,6 +175,11 @@ def parse_config(text: str, file: str = "<config>", env: dict[str, str] | None =
     issues = list(resolver.issues)
     config, index_maps, section_issues = _validate(data, file, pos)
     issues += section_issues + _duplicate_ids(data, file, pos)
+    if config is not None and base is not None and config.storage.url.startswith("sqlite:///"):
+        db = Path(config.storage.url[len("sqlite:///"):]).expanduser()
+        if str(db) != ":memory:" and not db.is_absolute():  # next to the config file
+            config = config.model_copy(update={"storage": config.storage.model_copy(
+                update={"url": f"sqlite:///{(base / db).resolve()}"})})
     if config is not None and config.templates and base is not None:
         folder = Path(config.templates).expanduser()
         if not folder.is_absolute():  # relative to the config file, not the working dir

@@ -12,7 +12,14 @@ import zoneinfo
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from .types import Duration, SecretValue
 
@@ -32,7 +39,6 @@ class Strict(BaseModel):
 class StorageConfig(Strict):
     url: str = "sqlite:///beamwatch.db"
     retention: Duration = 7 * 86400
-    password: SecretValue | None = None  # inserted into the URL; or password_file
 
     @field_validator("url")
     @classmethod
@@ -156,6 +162,19 @@ class CheckConfig(Strict):
 CHANNEL_KINDS = ("email", "slack", "signal", "whatsapp", "webhook")
 
 
+def _check_tz(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone '{v}' (use an IANA name like Europe/London)") from None
+    return v
+
+
+Timezone = Annotated[str, AfterValidator(_check_tz)]
+
+
 class QuietHours(Strict):
     start: str = "22:00"
     end: str = "07:00"
@@ -184,7 +203,7 @@ class PersonConfig(Strict):
     webhook: str | None = None
     order: list[Literal["email", "slack", "signal", "whatsapp", "webhook"]] | None = None
     quiet_hours: QuietHours | None = None
-    timezone: str | None = None
+    timezone: Timezone | None = None
     subscriptions: list[SubscriptionConfig] = []
 
 
@@ -192,7 +211,7 @@ class RotaConfig(Strict):
     every: Duration = 7 * 86400
     start: datetime
     order: list[Id] = Field(min_length=1)
-    timezone: str | None = None
+    timezone: Timezone | None = None
 
 
 class OverrideConfig(Strict):
@@ -296,7 +315,7 @@ class MaintenanceConfig(Strict):
     rrule: str | None = None
     start: datetime | None = None  # for rrule: the first occurrence
     duration: Duration
-    timezone: str | None = None
+    timezone: Timezone | None = None
     reason: str
 
     @model_validator(mode="after")
@@ -335,11 +354,7 @@ class Config(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone '{v}' (use an IANA name like Europe/London)")
-        return v
+        return _check_tz(v)
 
     def check(self, check_id: str) -> CheckConfig:
         for c in self.checks:

@@ -300,13 +300,15 @@ class Decider:
                     extra: dict) -> list[dict]:
         mode = self.noise.modes.mode(now)
         result = self.router.route(check_id, inc.severity, now, mode)
-        message = self._message(inc, check_id, kind, now, **extra)
+        base_message = self._message(inc, check_id, kind, now, **extra)
+        message = base_message
         level = inc.severity.name
         rows = []
         for rcpt in result.recipients:
             if not rcpt.notifier_names:
                 continue
             dest = rcpt.notifier_names[0]
+            message = {**base_message, "fallbacks": list(rcpt.notifier_names[1:])}
             route = self.config.routes[rcpt.route] if rcpt.route is not None else None
             wait = route.group_wait if route else 0.0
             base = {"check_id": check_id, "incident_id": inc.id, "receiver": rcpt.key,
@@ -321,7 +323,7 @@ class Decider:
                              "next_attempt_at": now + rcpt.repeat,
                              "message": {**message, "kind": "repeat",
                                          "repeat_every": rcpt.repeat},
-                             "expires_at": now + rcpt.repeat})
+                             "expires_at": now + rcpt.repeat + self._expire(dest)})
         for step in plan(self.router, result, now, mode):
             lv = step.level
             for rcpt in step.result.recipients:
@@ -334,8 +336,9 @@ class Decider:
                     "route": f"escalation level {lv.level} of routes[{lv.route}]",
                     "dedup_key": f"{key}/r{lv.route}e{lv.level}/{dest}",
                     "kind": "escalation", "next_attempt_at": step.at,
-                    "message": {**message, "kind": "escalation",
-                                "escalation_level": lv.level},
+                    "message": {**base_message, "kind": "escalation",
+                                "escalation_level": lv.level,
+                                "fallbacks": list(rcpt.notifier_names[1:])},
                 })
         return rows
 

@@ -289,7 +289,12 @@ class Engine:
             if items or extra or getattr(self.decider, "changed_incidents", None) or getattr(
                     self.decider, "fates", None):
                 now = self.clock.now()
-                annotated, notes = self.decider.decide([tr for tr, _ in items], now)
+                try:
+                    annotated, notes = self.decider.decide([tr for tr, _ in items], now)
+                except Exception:  # a bug in routing or muting: still log what happened
+                    log.exception("deciding notifications failed; the transitions are stored "
+                                  "without them")
+                    annotated, notes = [tr for tr, _ in items], []
                 rows = [(tr, st) for tr, (_, st) in zip(annotated, items, strict=True)]
                 take = getattr(self.decider, "take_fates", None)
                 rows += take() if take else []

@@ -59,16 +59,24 @@ class Noise:
     page_pipeline: MutePipeline  # without DEPENDENCY: an incident's root is never a consequence
 
     @classmethod
-    def from_config(cls, config: Config, now: float = 0.0) -> Noise:
-        modes = ModeTracker.from_config(config.modes, now=now)
-        silences = SilenceMuter(tz=config.timezone)
-        schedule = ScheduleMuter(maintenance_windows(config), tz=config.timezone)
+    def from_config(cls, config: Config, now: float = 0.0,
+                    previous: Noise | None = None) -> Noise:
+        """`previous`: on a reload, what is going on carries over — the mode in force,
+        silences, open incidents, flapping — under the new config's rules."""
         graph = DependencyGraph.from_checks(config.checks, settle=config.noise.settle)
-        incidents = IncidentTracker(graph, id_factory=incident_id,
-                                    recovery_grace=config.noise.recovery_grace,
-                                    ioc_min=config.noise.ioc_group_min,
-                                    ioc_window=config.noise.ioc_group_window)
-        flaps = FlapDetector()
+        schedule = ScheduleMuter(maintenance_windows(config), tz=config.timezone)
+        if previous is not None and previous.modes.names == list(config.modes.names):
+            modes, silences, flaps = previous.modes, previous.silences, previous.flaps
+            incidents = previous.incidents
+            incidents.graph = graph
+        else:
+            modes = ModeTracker.from_config(config.modes, now=now)
+            silences = SilenceMuter(tz=config.timezone)
+            flaps = FlapDetector()
+            incidents = IncidentTracker(graph, id_factory=incident_id)
+        incidents.recovery_grace = config.noise.recovery_grace
+        incidents.ioc_min = config.noise.ioc_group_min
+        incidents.ioc_window = config.noise.ioc_group_window
         mode_muter = ModeMuter.from_checks(config.checks, modes)
         deps = DependencyMuter(graph, incidents.failing, attributed=incidents.root_of,
                                held=incidents.is_held)

@@ -207,6 +207,7 @@ def _smtp(ch: ChannelConfig) -> SmtpSettings:
     return SmtpSettings(
         host=ch.smtp_host or "", port=ch.smtp_port, sender=ch.sender or "", user=ch.smtp_user,
         password=ch.smtp_password, starttls=ch.smtp_starttls, timeout=ch.timeout,
+        ssl=ch.smtp_ssl,
     )
 
 

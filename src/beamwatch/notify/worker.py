@@ -70,6 +70,12 @@ class OutboxWorker:
         self.sent = 0
         self.failed = 0
 
+    def reconfigure(self, config: Config, registry: Registry) -> None:
+        """A reloaded config: new destinations and routes for rows not yet sent."""
+        self.config, self.registry = config, registry
+        self.router = Router(config)
+        self._check_ids = set(config.check_ids)
+
     def wake(self) -> None:
         """Called when new rows are committed: deliver now, not at the next poll."""
         self._wake.set()
@@ -255,23 +261,21 @@ class OutboxWorker:
             "check_id": row.check_id, "incident_id": row.incident_id, "kind": "repeat",
             "receiver": row.receiver, "destination": row.destination, "route": row.route,
             "message": row.message, "created_at": now, "next_attempt_at": now + every,
-            "expires_at": now + every,
+            "expires_at": now + 2 * every,
         }])
 
     def _fallback(self, row: Outgoing, d: Delivery, now: float) -> str | None:
         """The person's next destination, if this one is to be given up on."""
         if not row.destination.startswith("person:"):
             return None
-        person, _, kind = row.destination.removeprefix("person:").partition("/")
-        names = [n.name for n in self.registry.person(person)]
-        if row.destination not in names:
-            return None
-        later = names[names.index(row.destination) + 1:]
+        _, _, kind = row.destination.removeprefix("person:").partition("/")
+        later = [n for n in row.message.get("fallbacks", []) if n in self.registry]
         if not later:
             return None
         if not d.retry:
             return later[0]
-        channel = self.config.channels.get(people_channel(self.config, kind)[0] or "")
+        name = people_channel(self.config, kind)[0] if kind != "webhook" else None
+        channel = self.config.channels.get(name or "")
         after = channel.fallback_after if channel and channel.fallback_after else \
             DEFAULT_FALLBACK_AFTER
         return later[0] if now - row.created_at >= after else None
@@ -281,5 +285,6 @@ class OutboxWorker:
             "dedup_key": f"{o.dedup_key}/fallback/{destination}", "check_id": o.check_id,
             "incident_id": o.incident_id, "kind": o.kind, "receiver": o.receiver,
             "destination": destination, "route": f"fallback from {o.destination}",
-            "message": o.message, "created_at": now, "expires_at": o.expires_at,
+            "message": {**o.message, "fallbacks": o.message.get("fallbacks", [])[1:]},
+            "created_at": now, "expires_at": o.expires_at,
         } for o in group])

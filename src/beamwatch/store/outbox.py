@@ -100,8 +100,10 @@ class Outbox:
 
     def take_pending(self, receiver: str, destination: str, now: float) -> list[Outgoing]:
         """Claim every pending row for one receiver (to fold them into a summary)."""
+        due_or_news = or_(N.next_attempt_at <= now, N.kind.in_(("alarm", "summary")))
         pick = select(N.id).where(N.status == "pending", N.receiver == receiver,
-                                  N.destination == destination, N.created_at <= now)
+                                  N.destination == destination, N.created_at <= now,
+                                  due_or_news)
         if self.store.dialect == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         with self.store.engine.begin() as conn:

@@ -249,7 +249,8 @@ class Store:
                 ).rowcount,
                 "notifications": conn.execute(
                     delete(t.notifications).where(t.notifications.c.created_at < before)
-                    .where(t.notifications.c.status.in_(("sent", "failed", "expired", "folded")))
+                    .where(t.notifications.c.status.in_(
+                        ("sent", "failed", "expired", "folded", "cancelled", "expanded")))
                 ).rowcount,
                 "commands": conn.execute(
                     delete(t.commands).where(t.commands.c.time < before)
