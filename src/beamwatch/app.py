@@ -50,10 +50,11 @@ class App:
     """`beamwatch run`: everything that runs in one process, wired together."""
 
     def __init__(self, config_path: str | Path, clock: Clock | None = None,
-                 sources: dict[str, Source] | None = None):
+                 sources: dict[str, Source] | None = None, config: Config | None = None):
+        """`config`: already loaded (replay runs a changed copy); else read from the file."""
         self.config_path = Path(config_path)
         self.clock = clock or SystemClock()
-        self.config = load_config(self.config_path)
+        self.config = config if config is not None else load_config(self.config_path)
         self.store = Store(self.config.storage.url)
         self.sources = sources if sources is not None else build_sources(self.config)
         self.engine = Engine(self.config, self.sources, self.store, self.clock)

@@ -309,6 +309,9 @@ def _register_subsystems() -> None:
     from .api.noise_cli import register as register_noise
 
     register_noise(app)
+    from .api.replay_cli import register as register_replay
+
+    register_replay(app)
 
 
 _register_subsystems()

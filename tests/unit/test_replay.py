@@ -16,7 +16,9 @@ from beamwatch.api.replay import (
     ONLY_OLD,
     Notice,
     _DryRegistry,
+    _fill,
     _path,
+    _times,
     compare,
     replay,
 )
@@ -243,6 +245,19 @@ def test_a_minute_becomes_the_smoothest_path_through_min_max_last():
     assert _path(None, {"vmin": 1.0, "vmax": 1.0, "vlast": 1.0, "count": 3}) == [1.0]
     assert _path(5.0, {"vmin": 5.0, "vmax": 9.0, "vlast": 9.0, "count": 2}) == [5.0, 9.0]
     assert _path(1.0, {"vmin": None, "vmax": None, "vlast": "Open", "count": 4}) == ["Open"]
+
+
+def test_an_anchor_puts_its_value_at_its_time_and_the_others_next_to_it():
+    assert _times([10.0, 50.0, 20.0], 0.0, 60.0, None, 3) == [10.0, 30.0, 50.0]
+    assert _times([10.0, 50.0, 20.0], 0.0, 60.0, None, 30) == [28.0, 30.0, 32.0]  # brief
+    assert _times([10.0, 50.0, 20.0], 0.0, 60.0, (41.0, 50.0), 30) == [39.0, 41.0, 43.0]
+
+
+def test_a_stale_check_gets_updates_as_often_as_the_live_pv_had_them():
+    samples = _fill([(28.0, 1.0), (30.0, 2.0), (32.0, 3.0)], 0.0, 0.0, 60.0, 3)
+    times = [0.0] + [t for t, _ in samples] + [60.0]
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) <= 20.0
+    assert [v for _, v in samples] == [0.0, 1.0, 2.0, 3.0, 3.0]
 
 
 def notice(t: float, kind: str = "alarm", receiver: str = "channel:hook") -> Notice:

@@ -6,19 +6,24 @@ How
 ---
 The live log (the store named by `storage.url`) is only read. A fresh `App`
 runs the given config on a throw-away SQLite file, fed by a `SoftSource` and
-driven by a `FakeClock`, from `since - warmup` to `until`:
+driven by a `FakeClock`, from `since - warmup` (alarms already standing when
+the period starts are raised in the warm-up, not counted) to `until`:
 
 * values: the per-minute history (`value_history`: min, max, last, count) of
   each check *id* becomes up to three samples in that minute, in the order
   that makes the smoothest path from the previous minute's last value
-  (prev -> nearer extreme -> farther extreme -> last), spread evenly over the
-  minute. A check with `stale:` gets more samples (up to the minute's
-  `count`) so the gaps stay under its limit. Minutes with no row had no
-  update (Channel Access posts on change), so the value just stays.
-* connections: a stored transition whose message starts with "disconnected"
+  (prev -> nearer extreme -> farther extreme -> last). The minute had `count`
+  evenly spaced updates; ours take consecutive ones of those slots in the
+  middle of the minute (an extreme lasts one update, as it did). Where a
+  logged evaluation says "the value was v at t", the sample bringing v is put
+  at t - `for:` (not before its minute, not after t) and the others next to
+  it. A check with `stale:` also gets repeats of the value in force, as many
+  as the minute's updates allow, so its gaps are the live ones. A minute with
+  no row had no update (Channel Access posts on change): the value stays.
+* connections: a logged transition whose message starts with "disconnected"
   or "no value" means the PV went away `disconnect_grace` before it; it comes
   back at the first history row after that (or the next other transition).
-* the record's own EPICS severity (not in the history) is taken from stored
+* the record's own EPICS severity (not in the history) is taken from logged
   transitions saying "record alarm SEVERITY" — only for checks that use it.
 * acknowledgements in the log are applied at their time (to the new alarms),
   the logged mode changes are replayed as mode overrides, and the silences
@@ -29,19 +34,21 @@ driven by a `FakeClock`, from `since - warmup` to `until`:
   chains and group_wait behave as live.
 
 Time jumps from one event to the next (samples, acks, mode changes, silence
-and maintenance edges, due outbox rows, `for:`, grace and stale deadlines)
-and goes second by second only while something is settling (held incidents,
-flapping, muted pages waiting).
+and maintenance edges, due outbox rows, `for:`, grace and stale deadlines, the
+decider's held resolves) and goes second by second only while something is
+settling (held incidents, flapping); muted pages are re-offered every 30 s and
+nothing waits more than a minute for a tick.
 
-The comparison: notifications created in [since, until] with status sent,
-pending or failed — `alarm`, `repeat`, `escalation`, `resolve` and `ack` —
-matched by (root check, receiver, kind) and time within `tolerance` seconds.
+The comparison: `alarm`, `repeat`, `escalation`, `resolve` and `ack`
+notifications sent (or due: pending, failed) in [since, until], on both sides;
+a repeat or escalation still pending is not counted (the worker decides when it
+is due whether it goes). They are matched by (root check, receiver, kind) and
+time within `tolerance` seconds; incident ids differ between the runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import math
 import tempfile
@@ -80,8 +87,9 @@ Progress = Callable[[float, float], None]  # (seconds replayed, seconds in all)
 
 APPROXIMATIONS = [
     "values come from the per-minute history (min, max, last): within a minute the order "
-    "and the timing are guessed (evenly spread, smoothest path), so a `for:` shorter than "
-    "a minute, hysteresis and short spikes are approximate",
+    "and the timing are guessed (smoothest path, extremes brief, pinned where a logged "
+    "evaluation says when), so a `for:` shorter than a minute, two spikes in one minute "
+    "and a MINOR turning MAJOR within a minute are approximate",
     "a disconnection starts disconnect_grace before the stored transition saying so and "
     "ends at the next history row; the IOC (server) is read from that message",
     "the record's EPICS severity is known only where a stored transition names it",
@@ -372,8 +380,8 @@ class _Plan:
         epics = any(_uses_epics(c) for c in checks)
         sev_changes = _record_severities(trs) if epics else []
         # the state at the start
-        if before is not None:
-            self.add(start, 2, "value", address, before["vlast"])
+        if before is not None:  # first at `start`: before a disconnection going on then
+            self.add(start, 1, "value", address, before["vlast"])
         for t_sev, sev in sev_changes:
             if t_sev < start:
                 continue
@@ -708,19 +716,10 @@ class _DryRegistry:
 
 @contextmanager
 def _app_with(config: Config):
-    """`App` reads its config from a file; hand it this one instead (see the hook
-    proposed in the module's report: App(..., config=config))."""
-    from .. import app as app_module
+    """An App factory that runs this (changed) config instead of reading the file."""
+    from ..app import App
 
-    if "config" in inspect.signature(app_module.App.__init__).parameters:
-        yield lambda path, clock, sources: app_module.App(path, clock, sources, config=config)
-        return
-    original = app_module.load_config
-    app_module.load_config = lambda path, env=None: config
-    try:
-        yield lambda path, clock, sources: app_module.App(path, clock, sources)
-    finally:
-        app_module.load_config = original
+    yield lambda path, clock, sources: App(path, clock, sources, config=config)
 
 
 class _Run:
