@@ -16,6 +16,8 @@ from .config import Config, ConfigError, load_config
 from .engine.decide import Decider
 from .engine.engine import Engine
 from .engine.noise import Noise
+from .model import Severity
+from .notify.base import Message
 from .notify.registry import NotifyConfigError, build_registry
 from .notify.worker import OutboxWorker
 from .routing.calendars import load_calendars
@@ -118,12 +120,33 @@ class App:
         silences = await self.engine.write(self.noise_store.silences, now - 86400)
         for silence in silences:
             noise.silences.put(silence)
+        self.engine.queue_rows(self._reminders(noise.silences.due_reminders(now), now))
         override = await self.engine.write(self.noise_store.active_override, now)
         records = self._apply_override(noise.modes, override, now) + noise.modes.tick(now)
         if records:
             for r in records:
                 log.warning("beamline mode: %s", r)
             await self.engine.write(self.noise_store.log_mode_changes, records)
+
+    def _reminders(self, reminders, now: float) -> list[dict]:
+        """Tell a silence's author (when a configured person) that it is about to end;
+        one row per (silence, end): the dedup key makes it once, across restarts."""
+        rows = []
+        for r in reminders:
+            if r.author not in self.config.people:
+                continue
+            names = [n.name for n in self.registry.person(r.author)]
+            if not names:
+                continue
+            message = Message(kind="reminder", beamline=self.config.beamline,
+                              title=f"silence {r.silence_id} ends soon", severity=Severity.OK,
+                              text=r.text, time=now, timezone=self.config.timezone)
+            rows.append({"dedup_key": r.key, "kind": "reminder",
+                         "receiver": f"person:{r.author}", "destination": names[0],
+                         "route": "author of the silence", "created_at": now,
+                         "message": {**message.to_dict(), "fallbacks": names[1:]},
+                         "expires_at": r.end})
+        return rows
 
     @staticmethod
     def _apply_override(modes, override, now: float) -> list:

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.ioc import require_epicscorelibs
 from werkzeug import Response
 
 from beamwatch.sim.beamline import SimBeamline
 from beamwatch.store import Store
-from support.ioc import require_epicscorelibs
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "beamwatch"

@@ -127,7 +127,8 @@ async def test_one_destination_of_a_person(httpserver: HTTPServer, smtp, service
 
 
 def test_misconfigured_person_is_a_config_error_with_its_line(httpserver: HTTPServer, smtp):
-    text = CONFIG.format(http=httpserver.port, smtp=smtp[1]) + '  ben: {whatsapp: "+443333333333"}\n'
+    text = (CONFIG.format(http=httpserver.port, smtp=smtp[1])
+            + '  ben: {whatsapp: "+443333333333"}\n')
     with pytest.raises(ConfigError, match=r"beamwatch.yaml:14:\d+: people.ben.whatsapp: "
                                           "ben's whatsapp: no channel"):
         parse_config(text, "beamwatch.yaml", env={"SLACK_BOT_TOKEN": "xoxb-notify-test-token"})

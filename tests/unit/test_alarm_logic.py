@@ -1,4 +1,4 @@
-"""Alarm logic: delays, latch and acknowledgement, with a fake clock and the transitions returned."""
+"""Alarm logic: delays, latch and acknowledgement; a fake clock, the transitions returned."""
 
 import pytest
 

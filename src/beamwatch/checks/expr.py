@@ -62,7 +62,8 @@ class Expression:
         try:
             tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as e:
-            raise ExpressionError(f"syntax error in expression at column {e.offset}: {e.msg}")
+            raise ExpressionError(
+                f"syntax error in expression at column {e.offset}: {e.msg}") from None
         self._by_name = {name_of(c): c for c in (known_checks or [])}
         self.check_ids: set[str] = set()
         self._validate(tree.body)

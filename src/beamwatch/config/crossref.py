@@ -106,9 +106,8 @@ def _people(config: Config) -> Iterator[Problem]:
 
 
 def _maintenance(config: Config) -> Iterator[Problem]:
-    from ..engine.silences import Matcher, SilenceError
-
     from ..engine.noise import maintenance_windows
+    from ..engine.silences import Matcher, SilenceError
 
     bad = False
     for i, m in enumerate(config.maintenance):
@@ -123,6 +122,12 @@ def _maintenance(config: Config) -> Iterator[Problem]:
             maintenance_windows(config)
         except (ValueError, KeyError) as e:  # a bad cron or RRULE
             yield ("maintenance",), str(e)
+    from ..engine.noise import mode_schedule
+
+    try:
+        mode_schedule(config)
+    except (ValueError, KeyError) as e:
+        yield ("modes", "schedule"), str(e)
 
 
 def _routes(config: Config) -> Iterator[Problem]:

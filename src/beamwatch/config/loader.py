@@ -101,7 +101,8 @@ class _Resolver:
             out = {}
             for key, value in node.items():
                 if key.endswith("_file") and isinstance(value, str):
-                    name = _ENV.sub(lambda m: self._env(m.group(1), path + (key,)), value)
+                    where = path + (key,)
+                    name = _ENV.sub(lambda m, where=where: self._env(m.group(1), where), value)
                     secret = self._read_secret_file(name, path + (key,))
                     out[key[: -len("_file")]] = secret
                 else:
@@ -269,5 +270,6 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     try:
         text = p.read_text()
     except OSError as e:
-        raise ConfigError([ConfigIssue(str(p), 1, 1, "", f"cannot read the file: {e.strerror}")])
+        raise ConfigError(
+            [ConfigIssue(str(p), 1, 1, "", f"cannot read the file: {e.strerror}")]) from None
     return parse_config(text, str(p), env, p.parent)

@@ -54,9 +54,19 @@ class WebConfig(Strict):
 
 
 class ModeScheduleEntry(Strict):
+    """The beamline is in `mode` for `duration` from each start (cron or RRULE)."""
+
     mode: str
     cron: str | None = None  # when the mode starts (croniter syntax)
-    duration: Duration | None = None
+    rrule: str | None = None
+    start: datetime | None = None  # for rrule: the first occurrence
+    duration: Duration
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ModeScheduleEntry:
+        if (self.cron is None) == (self.rrule is None):
+            raise ValueError("give exactly one of cron: or rrule:")
+        return self
 
 
 class ModesConfig(Strict):
@@ -64,6 +74,7 @@ class ModesConfig(Strict):
     default: str = "user"
     from_pv: str | None = None
     map: dict[str, str] = {}  # raw PV value -> mode name
+    schedule: list[ModeScheduleEntry] = []  # e.g. machine development every Tuesday
 
     @model_validator(mode="after")
     def _default_is_a_mode(self) -> ModesConfig:
@@ -72,6 +83,9 @@ class ModesConfig(Strict):
         for raw, name in self.map.items():
             if name not in self.names:
                 raise ValueError(f"map: '{raw}' maps to unknown mode '{name}'")
+        for entry in self.schedule:
+            if entry.mode not in self.names:
+                raise ValueError(f"schedule: unknown mode '{entry.mode}'")
         return self
 
 
@@ -264,8 +278,10 @@ class ChannelConfig(Strict):
             None: "give url: (an Apprise URL) or kind: webhook|email|slack",
             "apprise": None if self.url else "kind apprise needs url:",
             "webhook": None if self.webhook_url or self.url else "kind webhook needs webhook_url:",
-            "email": None if self.smtp_host and self.sender else "kind email needs smtp_host: and sender:",
-            "slack": None if self.token and self.channel else "kind slack needs token: and channel:",
+            "email": None if self.smtp_host and self.sender
+            else "kind email needs smtp_host: and sender:",
+            "slack": None if self.token and self.channel
+            else "kind slack needs token: and channel:",
         }[kind]
         if need:
             raise ValueError(need)

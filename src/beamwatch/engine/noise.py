@@ -12,7 +12,7 @@ from ..config.schema import Config
 from .deps import DependencyGraph, DependencyMuter
 from .flapping import FlapDetector, FlapMuter
 from .incidents import IncidentTracker
-from .modes import ModeMuter, ModeTracker
+from .modes import ModeMuter, ModeTracker, ScheduledMode
 from .mute import MutePipeline
 from .silences import (
     MaintenanceWindow,
@@ -36,15 +36,23 @@ def incident_id(root: str, opened: float) -> str:
 def maintenance_windows(config: Config) -> list[MaintenanceWindow]:
     out = []
     for m in config.maintenance:
-        tz = m.timezone or config.timezone
-        start = None
-        if m.start is not None:
-            start = (m.start if m.start.tzinfo else m.start.replace(
-                tzinfo=zoneinfo.ZoneInfo(tz))).timestamp()
-        window = RecurringWindow(m.duration, cron=m.cron, rrule=m.rrule, start=start, tz=tz)
+        window = _window(m.cron, m.rrule, m.start, m.duration, m.timezone or config.timezone)
         out.append(MaintenanceWindow(m.id, window, tuple(Matcher.parse(x) for x in m.match),
                                      m.reason))
     return out
+
+
+def _window(cron, rrule, start, duration, tz) -> RecurringWindow:
+    start_t = None
+    if start is not None:
+        start_t = (start if start.tzinfo else start.replace(tzinfo=zoneinfo.ZoneInfo(tz))
+                   ).timestamp()
+    return RecurringWindow(duration, cron=cron, rrule=rrule, start=start_t, tz=tz)
+
+
+def mode_schedule(config: Config) -> list[ScheduledMode]:
+    return [ScheduledMode(e.mode, _window(e.cron, e.rrule, e.start, e.duration, config.timezone))
+            for e in config.modes.schedule]
 
 
 @dataclass
@@ -70,7 +78,7 @@ class Noise:
             incidents = previous.incidents
             incidents.graph = graph
         else:
-            modes = ModeTracker.from_config(config.modes, now=now)
+            modes = ModeTracker.from_config(config.modes, mode_schedule(config), now=now)
             silences = SilenceMuter(tz=config.timezone)
             flaps = FlapDetector()
             incidents = IncidentTracker(graph, id_factory=incident_id)

@@ -31,8 +31,9 @@ from ._redact import redact
 
 log = logging.getLogger("beamwatch.notify")
 
-Kind = Literal["alarm", "ack", "resolve", "repeat", "escalation", "summary", "test"]
-KINDS: tuple[str, ...] = ("alarm", "ack", "resolve", "repeat", "escalation", "summary", "test")
+Kind = Literal["alarm", "ack", "resolve", "repeat", "escalation", "summary", "test", "reminder"]
+KINDS: tuple[str, ...] = ("alarm", "ack", "resolve", "repeat", "escalation", "summary", "test",
+                          "reminder")
 
 
 @dataclass(frozen=True, slots=True)

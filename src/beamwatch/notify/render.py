@@ -60,6 +60,7 @@ LABELS = {
     "escalation": "ESCALATED",
     "summary": "SUMMARY",
     "test": "TEST",
+    "reminder": "REMINDER",
 }
 EMOJI = {
     Severity.OK: ":large_green_circle:",
