@@ -184,7 +184,8 @@ class App:
         for team, problem in problems.items():
             log.warning("calendar of team %s unusable: %s", team, problem)
         router = Router(config, OnCallResolver(config, calendars, problems))
-        noise = Noise.from_config(config, self.clock.now(), getattr(previous, "noise", None))
+        noise = Noise.from_config(config, self.clock.now(), getattr(previous, "noise", None),
+                                  same_modes=config.modes == self.config.modes)
         decider = Decider(config, router, noise, sample_of=self.engine.sample_of,
                           state_of=self.engine.state_of)
         if previous is not None:
@@ -220,9 +221,14 @@ class App:
         except NotifyConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
             return
+        try:  # everything that can refuse the new config, before anything changes
+            decider = self._decider(config, previous=self.engine.decider)
+        except Exception as e:
+            log.error("reload refused, keeping the running config: %s", e)
+            asyncio.ensure_future(registry.aclose())
+            return
         report = self.engine.reload(config)
-        old = self.engine.decider
-        self.engine.decider = self._decider(config, previous=old)
+        self.engine.decider = decider
         self.config = config
         old_registry = self.registry
         self.registry = registry

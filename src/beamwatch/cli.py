@@ -122,6 +122,8 @@ def status(config: ConfigOpt, as_json: JsonOpt = False,
     store = open_store(cfg)
     rows = service.status(cfg, store)
     alive = service.engine_alive(store)
+    if alarms_only:
+        rows = [r for r in rows if r.severity != "OK"]
     if as_json:
         print(json.dumps({"beamline": cfg.beamline, "engine_running": alive,
                           "checks": [r.to_json() for r in rows]}, indent=2))
@@ -132,8 +134,6 @@ def status(config: ConfigOpt, as_json: JsonOpt = False,
     for col in ("check", "severity", "value", "since", "why"):
         table.add_column(col)
     for r in rows:
-        if alarms_only and r.severity == "OK":
-            continue
         sev = r.severity + (" (acked)" if r.acked else "")
         if r.severity != r.current:
             sev += f" now {r.current}"

@@ -19,6 +19,8 @@ def cross_check(config: Config, invalid_ids: set[str] = frozenset()) -> list[Pro
     for part in (_cycles, _modes, _people, _routes, _maintenance):
         problems.extend(part(config))
     problems.extend(_check_refs(config, set(invalid_ids)))
+    if not problems:
+        problems.extend(_graph(config))
     if not problems:  # channels and templates are checked once the references hold
         from ..notify.registry import registry_problems
 
@@ -47,6 +49,17 @@ def _check_refs(config: Config, also_known: set[str]) -> Iterator[Problem]:
                 Expression(c.when, ids)
             except ExpressionError as e:
                 yield ("checks", i, "when"), str(e)
+
+
+def _graph(config: Config) -> Iterator[Problem]:
+    """What the engine's dependency graph itself refuses (e.g. a group depending on
+    itself only), so that `check` fails where `run` would."""
+    from ..engine.deps import DependencyError, DependencyGraph
+
+    try:
+        DependencyGraph.from_checks(config.checks)
+    except DependencyError as e:
+        yield ("checks",), str(e)
 
 
 def _cycles(config: Config) -> Iterator[Problem]:

@@ -150,7 +150,8 @@ def _pydantic_issues(err: ValidationError, file: str, pos: _Positions, prefix: P
     return out
 
 
-_UNION_TAGS = {"list[EscalationConfig]", "EscalationConfig", "list[str]", "str"}
+_UNION_TAGS = {"list[EscalationConfig]", "EscalationConfig", "list[str]", "str", "AllOf",
+               "constrained-str"}
 
 
 def parse_config(text: str, file: str = "<config>", env: dict[str, str] | None = None,

@@ -285,9 +285,10 @@ class Decider:
         cfg = self.checks[check_id]
         state = self.state_of(check_id)
         sample = self.sample_of(check_id)
+        # listed as a consequence: its own alarm is muted by the dependency
         return Related(check_id, cfg.title, state.severity if state else Severity.INVALID,
                        value_text(sample.value) if sample is not None else "",
-                       state.muted if state is not None and hasattr(state, "muted") else None)
+                       MuteReason.DEPENDENCY.value)
 
     def _link(self, incident_id: str) -> str | None:
         base = self.config.web.url
@@ -322,7 +323,7 @@ class Decider:
                 rows.append({**base, "dedup_key": f"{key}/repeat1", "kind": "repeat",
                              "next_attempt_at": now + rcpt.repeat,
                              "message": {**message, "kind": "repeat",
-                                         "repeat_every": rcpt.repeat},
+                                         "repeat_every": rcpt.repeat, "repeat_n": 1},
                              "expires_at": now + rcpt.repeat + self._expire(dest)})
         for step in plan(self.router, result, now, mode):
             lv = step.level
@@ -334,7 +335,7 @@ class Decider:
                     "check_id": check_id, "incident_id": inc.id, "receiver": rcpt.key,
                     "destination": dest, "created_at": now, "transition_index": None,
                     "route": f"escalation level {lv.level} of routes[{lv.route}]",
-                    "dedup_key": f"{key}/r{lv.route}e{lv.level}/{dest}",
+                    "dedup_key": f"{inc.id}/{level}/r{lv.route}e{lv.level}/{dest}",
                     "kind": "escalation", "next_attempt_at": step.at,
                     "message": {**base_message, "kind": "escalation",
                                 "escalation_level": lv.level,

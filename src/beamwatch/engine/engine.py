@@ -171,6 +171,7 @@ class Engine:
             report["changed" if prev else "added"].append(cfg.id)
         report["removed"] = sorted(set(old) - set(new))
         self.config, self.runtimes = config, new
+        self.mode_address = config.modes.from_pv
         self._index()
         after = self.addresses()
         for name in set(before) | set(after):

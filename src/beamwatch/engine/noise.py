@@ -68,20 +68,22 @@ class Noise:
 
     @classmethod
     def from_config(cls, config: Config, now: float = 0.0,
-                    previous: Noise | None = None) -> Noise:
+                    previous: Noise | None = None, same_modes: bool = True) -> Noise:
         """`previous`: on a reload, what is going on carries over — the mode in force,
         silences, open incidents, flapping — under the new config's rules."""
         graph = DependencyGraph.from_checks(config.checks, settle=config.noise.settle)
         schedule = ScheduleMuter(maintenance_windows(config), tz=config.timezone)
-        if previous is not None and previous.modes.names == list(config.modes.names):
-            modes, silences, flaps = previous.modes, previous.silences, previous.flaps
-            incidents = previous.incidents
+        if previous is not None:  # carry on; the store's override is applied at the next tick
+            silences, flaps, incidents = previous.silences, previous.flaps, previous.incidents
             incidents.graph = graph
         else:
-            modes = ModeTracker.from_config(config.modes, mode_schedule(config), now=now)
             silences = SilenceMuter(tz=config.timezone)
             flaps = FlapDetector()
             incidents = IncidentTracker(graph, id_factory=incident_id)
+        if previous is not None and same_modes:
+            modes = previous.modes
+        else:
+            modes = ModeTracker.from_config(config.modes, mode_schedule(config), now=now)
         incidents.recovery_grace = config.noise.recovery_grace
         incidents.ioc_min = config.noise.ioc_group_min
         incidents.ioc_window = config.noise.ioc_group_window

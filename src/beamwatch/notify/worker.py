@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -132,20 +133,20 @@ class OutboxWorker:
             "incident_id": row.incident_id, "kind": row.kind, "receiver": receiver,
             "destination": dest, "route": "told about it", "message": row.message,
             "created_at": now, "transition_id": row.transition_id,
-        } for receiver, dest in told if self._wants(row, receiver)]
+        } for receiver, dest, route in told if self._wants(row, route)]
         with self.store.engine.begin() as conn:
             self.outbox.queue(rows, conn)
         self.outbox.finish([row.id], now, status="expanded", ok=True, count_attempt=False,
                            detail=f"to {len(rows)} receiver(s) told about it")
 
-    def _wants(self, row: Outgoing, receiver: str) -> bool:
-        """A resolve goes to those told whose routes have send_resolved (the router knows)."""
-        if row.kind != "resolve" or not row.check_id or row.check_id not in self._check_ids:
+    def _wants(self, row: Outgoing, route: str | None) -> bool:
+        """A resolve goes to those told, unless every route that told them says
+        `send_resolved: false` (escalation levels count as their route)."""
+        if row.kind != "resolve" or not route:
             return True
-        severity = row.message.get("previous_severity") or "MAJOR"
-        result = self.router.route(row.check_id, severity, self.clock.now(),
-                                   row.message.get("mode"), resolved=True)
-        return receiver in {r.key for r in result.recipients}
+        indexes = {int(i) for i in re.findall(r"routes\[(\d+)\]", route)}
+        routes = [self.config.routes[i] for i in indexes if i < len(self.config.routes)]
+        return not routes or any(r.send_resolved for r in routes)
 
     def _over(self, row: Outgoing) -> str | None:
         """Why a repeat/escalation is no longer needed, or None."""
@@ -255,12 +256,13 @@ class OutboxWorker:
         every = row.message.get("repeat_every")
         if not every:
             return
-        n = int(row.dedup_key.rsplit("/repeat", 1)[1]) + 1
+        n = int(row.message.get("repeat_n", 1)) + 1
         self.outbox.queue([{
-            "dedup_key": row.dedup_key.rsplit("/repeat", 1)[0] + f"/repeat{n}",
+            "dedup_key": f"{row.incident_id}/{row.receiver}/repeat{n}",
             "check_id": row.check_id, "incident_id": row.incident_id, "kind": "repeat",
             "receiver": row.receiver, "destination": row.destination, "route": row.route,
-            "message": row.message, "created_at": now, "next_attempt_at": now + every,
+            "message": {**row.message, "repeat_n": n}, "created_at": now,
+            "next_attempt_at": now + every,
             "expires_at": now + 2 * every,
         }])
 

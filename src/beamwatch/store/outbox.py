@@ -160,15 +160,20 @@ class Outbox:
             return set(conn.execute(select(N.incident_id).where(
                 N.incident_id.in_(incident_ids), N.kind == "alarm").distinct()).scalars())
 
-    def told(self, incident_id: str) -> list[tuple[str, str]]:
-        """(receiver, destination) pairs that were sent an alarm for this incident."""
+    def told(self, incident_id: str) -> list[tuple[str, str, str | None]]:
+        """(receiver, destination, which rules told them) for everyone sent an alarm,
+        repeat or escalation of this incident."""
         with self.store.engine.connect() as conn:
             rows = conn.execute(
-                select(N.receiver, N.destination).where(
+                select(N.receiver, N.destination, N.route).where(
                     N.incident_id == incident_id, N.status == "sent",
                     N.kind.in_(("alarm", "repeat", "escalation")))
-                .distinct()).all()
-        return sorted((r[0], r[1]) for r in rows)
+                .order_by(N.id)).all()
+        told: dict[tuple[str, str], str] = {}
+        for receiver, destination, route in rows:
+            told[(receiver, destination)] = "; ".join(
+                x for x in (told.get((receiver, destination)), route) if x)
+        return sorted((r, d, route or None) for (r, d), route in told.items())
 
     def rows(self, **where: Any) -> list[dict]:
         """Notifications as dicts (for the log, reports and tests)."""
