@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config.schema import CheckConfig
 from ..model import Evaluation, Sample, Severity, value_text
-from .expr import Expression, ExpressionError
+from .expr import CheckNames, Expression, ExpressionError
 
 
 @dataclass(slots=True)
@@ -39,7 +39,7 @@ class CheckInput:
 class Check:
     """One configured check, compiled: thresholds, expression, timing rules."""
 
-    def __init__(self, config: CheckConfig, known_checks: list[str]):
+    def __init__(self, config: CheckConfig, known_checks: CheckNames | list[str]):
         self.config = config
         self.id = config.id
         self.expression = Expression(config.when, known_checks) if config.when else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..model import Severity
@@ -54,17 +54,28 @@ def name_of(check_id: str) -> str:
     return check_id.replace("-", "_").replace(".", "_")
 
 
-class Expression:
-    """A compiled `when:` expression. `names` lists the check ids it reads."""
+class CheckNames:
+    """The check ids an expression may name, indexed once for all expressions."""
 
-    def __init__(self, text: str, known_checks: list[str] | None = None):
+    def __init__(self, ids: Iterable[str]):
+        self.ids = set(ids)
+        self.by_name = {name_of(c): c for c in self.ids}
+
+
+class Expression:
+    """A compiled `when:` expression. `check_ids` lists the check ids it reads."""
+
+    def __init__(self, text: str, known_checks: CheckNames | Iterable[str] | None = None):
         self.text = text
+        names = known_checks if isinstance(known_checks, CheckNames) else CheckNames(
+            known_checks or [])
         try:
             tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as e:
             raise ExpressionError(
                 f"syntax error in expression at column {e.offset}: {e.msg}") from None
-        self._by_name = {name_of(c): c for c in (known_checks or [])}
+        self._by_name = names.by_name
+        self._ids = names.ids
         self.check_ids: set[str] = set()
         self._validate(tree.body)
         self._tree = tree.body
@@ -101,8 +112,7 @@ class Expression:
 
     def _reference(self, name: str, by_id: bool) -> None:
         check_id = name if by_id else self._by_name.get(name)
-        known = set(self._by_name.values())
-        if check_id is None or check_id not in known:
+        if check_id is None or check_id not in self._ids:
             raise ExpressionError(f"unknown name '{name}' (not value, severity or a check id)")
         self.check_ids.add(check_id)
 

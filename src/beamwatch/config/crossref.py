@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import networkx as nx
 
-from ..checks.expr import Expression, ExpressionError
+from ..checks.expr import CheckNames, Expression, ExpressionError
 from .schema import Config
 
 Problem = tuple[tuple[str | int, ...], str]
@@ -29,9 +29,10 @@ def cross_check(config: Config, invalid_ids: set[str] = frozenset()) -> list[Pro
 
 
 def _check_refs(config: Config, also_known: set[str]) -> Iterator[Problem]:
-    ids = sorted(set(config.check_ids) | also_known)
+    ids = set(config.check_ids) | also_known
+    names = CheckNames(ids)
+    groups = {x.group for x in config.checks}
     for i, c in enumerate(config.checks):
-        groups = {x.group for x in config.checks}
         for j, entry in enumerate(c.depends_on):
             for dep in getattr(entry, "all_of", [entry]):
                 if dep.startswith("group:"):
@@ -46,7 +47,7 @@ def _check_refs(config: Config, also_known: set[str]) -> Iterator[Problem]:
             yield ("checks", i, "source"), f"unknown source '{c.source}' (known: {known})"
         if c.when is not None:
             try:
-                Expression(c.when, ids)
+                Expression(c.when, names)
             except ExpressionError as e:
                 yield ("checks", i, "when"), str(e)
 

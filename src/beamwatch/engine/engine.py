@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..checks.evaluate import Check, CheckInput
+from ..checks.expr import CheckNames
 from ..clock import Clock, SystemClock
 from ..config.schema import CheckConfig, Config
 from ..model import AlarmState, Evaluation, Sample, Severity, Transition
@@ -101,12 +102,12 @@ class Engine:
 
     def _build(self, config: Config, states: dict[str, AlarmState]) -> None:
         now = self.clock.now()
-        ids = config.check_ids
+        ids = CheckNames(config.check_ids)
         for cfg in config.checks:
             self.runtimes[cfg.id] = self._runtime(cfg, ids, states.get(cfg.id), now)
         self._index()
 
-    def _runtime(self, cfg: CheckConfig, ids: list[str], state: AlarmState | None,
+    def _runtime(self, cfg: CheckConfig, ids: CheckNames, state: AlarmState | None,
                  now: float) -> Runtime:
         logic = AlarmLogic(cfg.id, cfg.for_, cfg.latch, state)
         return Runtime(Check(cfg, ids), logic, CheckInput(started=now), address=cfg.pv or "",
@@ -154,7 +155,7 @@ class Engine:
         now = self.clock.now()
         old = self.runtimes
         before = self.addresses()
-        ids = config.check_ids
+        ids = CheckNames(config.check_ids)
         report: dict[str, list[str]] = {"added": [], "changed": [], "removed": [], "kept": []}
         new: dict[str, Runtime] = {}
         for cfg in config.checks:
