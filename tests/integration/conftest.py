@@ -9,7 +9,9 @@ borrows a port of that pool (`ioc_factory`, or `Ioc(...)` as a context manager).
 
 from __future__ import annotations
 
+import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,3 +43,32 @@ def ioc_factory(ca_env: CaPortPool) -> Iterator:
     yield make
     for ioc in iocs:
         ioc.close()
+
+
+PG = os.environ.get("BEAMWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _need(what: str, why: str) -> None:
+    """In CI a missing server fails the test; on a workstation it skips, saying how."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is needed in CI: {why}")
+    pytest.skip(f"{what} not available ({why}); set BEAMWATCH_TEST_PG to enable")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for one test, dropped afterwards."""
+    try:
+        import psycopg
+    except ImportError as e:
+        _need("psycopg", str(e))
+    admin = PG.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as e:
+        _need(f"PostgreSQL at {PG}", str(e).strip())
+    name = f"bw_{uuid.uuid4().hex[:10]}"
+    conn.execute(f'CREATE DATABASE "{name}"')
+    yield PG.rsplit("/", 1)[0] + "/" + name
+    conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    conn.close()

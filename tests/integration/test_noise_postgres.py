@@ -2,10 +2,7 @@
 against tables.py, and NoiseStore's statements (the max() in expire, the incident upsert,
 the JSON matchers) as PostgreSQL runs them. A throwaway database per test."""
 
-import os
-import uuid
 
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -19,26 +16,9 @@ from beamwatch.store import tables as t
 from beamwatch.store.migrate import alembic_config, upgrade
 from beamwatch.store.noise import NoiseStore
 
-PG = os.environ.get("BEAMWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOISE_TABLES = {"silences", "mode_overrides", "mode_changes", "incidents"}
 T0 = 1_800_000_000.0
 
-
-@pytest.fixture
-def pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    admin = PG.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is needed in CI at {PG}: {e}")
-        pytest.skip(f"no PostgreSQL at {PG} (set BEAMWATCH_TEST_PG to enable): {e}")
-    name = f"bw_{uuid.uuid4().hex[:10]}"
-    conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG.rsplit("/", 1)[0] + "/" + name
-    conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    conn.close()
 
 
 def no_drift(engine) -> list:

@@ -1,34 +1,11 @@
 """The store on a real PostgreSQL: migrations, the log, upserts, and outbox claims that
 never hand one row to two workers (FOR UPDATE SKIP LOCKED)."""
 
-import os
 import threading
-import uuid
-
-import pytest
 
 from beamwatch.model import AlarmState, Severity, Transition
 from beamwatch.store import LatestValue, Store
 from beamwatch.store.outbox import Outbox
-
-PG = os.environ.get("BEAMWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture
-def pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    admin = PG.replace("postgresql+psycopg://", "postgresql://")
-    try:
-        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is needed in CI at {PG}: {e}")
-        pytest.skip(f"no PostgreSQL at {PG} (set BEAMWATCH_TEST_PG to enable): {e}")
-    name = f"bw_{uuid.uuid4().hex[:10]}"
-    conn.execute(f'CREATE DATABASE "{name}"')
-    yield PG.rsplit("/", 1)[0] + "/" + name
-    conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    conn.close()
 
 
 def transition(cid, t, new=Severity.MAJOR):
