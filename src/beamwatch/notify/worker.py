@@ -83,6 +83,8 @@ class OutboxWorker:
 
     async def run(self, stop: asyncio.Event, poll: float = 1.0) -> None:
         while not stop.is_set():
+            # cleared BEFORE looking: a wake-up that comes while we look is not lost
+            self._wake.clear()
             try:
                 busy = await self.run_once()
             except Exception:
@@ -90,7 +92,6 @@ class OutboxWorker:
                 busy = False
             if busy:
                 continue
-            self._wake.clear()
             waiter = asyncio.ensure_future(self._wake.wait())
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({waiter, stopper}, timeout=poll,
