@@ -170,7 +170,8 @@ class App:
         await self._tick()
         await self.engine.flush()
         while await self.worker.run_once():
-            pass
+            await self.worker.drain()
+        await self.worker.drain()
 
     async def close(self) -> None:
         await self.engine.stop()

@@ -848,7 +848,7 @@ class _Run:
             self._due = await asyncio.to_thread(app.worker.outbox.next_due)
         while self._due is not None and self._due <= now:
             while await app.worker.run_once():
-                pass
+                await app.worker.drain()
             self._due = await asyncio.to_thread(app.worker.outbox.next_due)
             if self._due is not None and self._due <= now:
                 break  # not claimable now (cannot happen with dry notifiers); go on

@@ -44,6 +44,7 @@ from .registry import Registry, people_channel
 
 log = logging.getLogger("beamwatch.notify")
 
+MAX_IN_FLIGHT = 64  # deliveries at once; rows beyond wait in the outbox, claimed later
 BACKOFF_FIRST = 2.0
 BACKOFF_MAX = 300.0
 DEFAULT_FALLBACK_AFTER = 300.0
@@ -66,6 +67,8 @@ class OutboxWorker:
         self.outbox = Outbox(store, worker=name)
         self.batch = batch
         self._wake = asyncio.Event()
+        # deliveries run as their own tasks: a slow channel never holds up the others
+        self._inflight: set[asyncio.Task] = set()
         self.router = Router(config)
         self._check_ids = set(config.check_ids)
         self.sent = 0
@@ -91,6 +94,8 @@ class OutboxWorker:
                 log.exception("outbox worker round failed; retrying")
                 busy = False
             if busy:
+                if len(self._inflight) >= MAX_IN_FLIGHT:
+                    await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             waiter = asyncio.ensure_future(self._wake.wait())
             stopper = asyncio.ensure_future(stop.wait())
@@ -98,6 +103,7 @@ class OutboxWorker:
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
+        await self.drain()
 
     async def run_once(self) -> bool:
         """Claim and handle one batch; True if there was anything to do."""
@@ -121,8 +127,16 @@ class OutboxWorker:
                 sends[(row.receiver, row.destination, row.id)].append(row)
         for group in expired.values():
             await asyncio.to_thread(self._fold, group, now)
-        await asyncio.gather(*(self._deliver(group) for group in sends.values()))
+        for group in sends.values():
+            task = asyncio.ensure_future(self._deliver(group))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
         return True
+
+    async def drain(self) -> None:
+        """Wait for every delivery in flight (tests, and a clean stop)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     # -- fan-out, follow-ups, folding -------------------------------------------------------
 
