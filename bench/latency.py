@@ -6,7 +6,8 @@ process with a webhook channel pointing at an HTTP server in this process,
 `group_wait: 0`. Each fault is a caput over the threshold; its latency is the
 time until the alarm's webhook POST arrives (both clocks are this machine's).
 Each fault uses its own PV (a PV faulted 200 times in a row would rightly be
-muted as flapping), so every fault is a new incident. p50/p90/p99/max over --faults faults, idle and loaded.
+muted as flapping), so every fault is a new incident. p50/p90/p99/max over
+--faults faults, idle and loaded.
 
     .venv/bin/python bench/latency.py                     # 200 faults, idle and 20k updates/s
     .venv/bin/python bench/latency.py --faults 50 --background 0
