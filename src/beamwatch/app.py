@@ -194,6 +194,7 @@ class App:
             decider.last_incident = previous.last_incident
             decider.pending_resolves = previous.pending_resolves
         self.engine.on_mode_sample = self._on_mode_sample
+        self.engine.mode_of = noise.modes.mode
         return decider
 
     def _on_mode_sample(self, sample) -> None:

@@ -267,3 +267,23 @@ async def test_reload_applies_new_rules_keeps_state_and_pages_nobody_twice(timel
         await tl.run_until(60)
     alarms = [m.body["check_ids"][0] for m in tl.messages("alarm")]
     assert alarms == ["dcm-temp", "dcm-flow"]  # dcm-temp was not paged again
+
+
+async def test_limits_follow_the_beamline_mode(timeline):
+    checks = """
+checks:
+  - id: gauge
+    pv: BL04I-VA-GAUGE-01:P
+    above: {major: 5.0e-7}
+    by_mode:
+      shutdown: {above: {major: 1.0e-4}}   # vented for an intervention: only a leak matters
+"""
+    async with timeline(config(checks)) as tl:
+        tl.set("BL04I-VA-GAUGE-01:P", 1e-6)
+        await tl.run_until(5)
+        assert tl.app.engine.runtimes["gauge"].logic.state.severity == Severity.MAJOR
+        now = tl.clock.now()
+        NoiseStore(tl.app.store).set_override("shutdown", author="ana", reason="venting",
+                                              now=now, until=now + 3600)
+        await tl.run_until(10)
+        assert tl.app.engine.runtimes["gauge"].logic.state.severity == Severity.OK

@@ -117,3 +117,12 @@ def test_stale_after_no_update():
     assert c.evaluate(inp, 59).severity == OK
     e = c.evaluate(inp, 61)
     assert e.severity == INVALID and e.message == "stale: no update for 61s"
+
+
+def test_by_mode_limits_apply_in_that_mode_only():
+    c = check(above={"minor": 1e-7, "major": 5e-7},
+              by_mode={"maintenance": {"above": {"major": 1e-5}}})
+    inp = feed(1e-6)
+    assert c.evaluate(inp, 0, mode="user").severity == MAJOR
+    assert c.evaluate(inp, 0, mode="maintenance").severity == OK  # looser while vented
+    assert c.evaluate(inp, 0).severity == MAJOR

@@ -48,14 +48,22 @@ class Check:
             config.epics_severity if config.epics_severity is not None else not has_condition
         )
         self.when_severity = Severity.parse(config.severity)
+        # the same check under other limits in some beamline modes (by_mode:)
+        self.in_mode = {mode: Check(config.in_mode(mode), known_checks)
+                        for mode in config.by_mode}
 
     @property
     def reads(self) -> set[str]:
-        """Ids of other checks whose values this check's expression reads."""
-        return self.expression.check_ids if self.expression else set()
+        """Ids of other checks whose values any of its expressions reads."""
+        out = set(self.expression.check_ids) if self.expression else set()
+        for variant in self.in_mode.values():
+            out |= variant.reads
+        return out
 
-    def evaluate(self, inp: CheckInput, now: float,
-                 others: Mapping[str, Any] | None = None) -> Evaluation | None:
+    def evaluate(self, inp: CheckInput, now: float, others: Mapping[str, Any] | None = None,
+                 mode: str | None = None) -> Evaluation | None:
+        if mode is not None and mode in self.in_mode:
+            return self.in_mode[mode].evaluate(inp, now, others)
         cfg = self.config
         sample = inp.sample
         if sample is None:

@@ -90,6 +90,10 @@ def _modes(config: Config) -> Iterator[Problem]:
         for j, m in enumerate(c.modes or []):
             if m not in names:
                 yield ("checks", i, "modes", j), f"unknown mode '{m}' (modes: {', '.join(names)})"
+        for m in c.by_mode:
+            if m not in names:
+                yield ("checks", i, "by_mode", m), (
+                    f"unknown mode '{m}' (modes: {', '.join(names)})")
     for i, r in enumerate(config.routes):
         for j, m in enumerate(r.modes or []):
             if m not in names:

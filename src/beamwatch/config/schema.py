@@ -118,6 +118,15 @@ class AllOf(Strict):
 DependencyRef = Annotated[str, Field(pattern=r"^(group:)?[A-Za-z][A-Za-z0-9_.-]*$")]
 
 
+class ModeConditions(Strict):
+    """Other limits in one beamline mode (e.g. looser vacuum limits in maintenance)."""
+
+    above: Levels | None = None
+    below: Levels | None = None
+    when: str | None = None
+    severity: AlarmSeverityName | None = None
+
+
 class CheckConfig(Strict):
     id: Id
     name: str | None = None
@@ -141,8 +150,18 @@ class CheckConfig(Strict):
     latch: bool = False
     depends_on: list[DependencyRef | AllOf] = []  # check ids, "group:NAME", {all_of: [...]}
     modes: list[str] | None = None
+    by_mode: dict[str, ModeConditions] = {}  # mode name -> the conditions in that mode
 
     model_config = ConfigDict(populate_by_name=True)
+
+    def in_mode(self, mode: str) -> CheckConfig:
+        """This check with the conditions `by_mode` gives for `mode` (itself if none)."""
+        override = self.by_mode.get(mode)
+        if override is None:
+            return self
+        data = self.model_dump(by_alias=True, exclude={"by_mode"})
+        data.update(override.model_dump(exclude_none=True))
+        return CheckConfig.model_validate(data)
 
     @property
     def depends_on_ids(self) -> list[str]:

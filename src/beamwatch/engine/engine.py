@@ -93,6 +93,8 @@ class Engine:
         self.save_incidents: Callable | None = None  # (incidents, now, conn) -> None
         self.mode_address = config.modes.from_pv
         self.on_mode_sample: Callable[[Sample], None] | None = None
+        self.mode_of: Callable[[float], str] | None = None  # for checks with by_mode
+        self._last_mode: str | None = None
         self._flush_scheduled = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beamwatch-store")
         self._write_lock = asyncio.Lock()
@@ -207,7 +209,8 @@ class Engine:
         return lambda batch: self.on_samples(batch, source)
 
     def _reevaluate(self, rt: Runtime, now: float, depth: int = 0) -> None:
-        ev = rt.check.evaluate(rt.input, now, self._values_for(rt))
+        mode = self.mode_of(now) if rt.check.in_mode and self.mode_of else None
+        ev = rt.check.evaluate(rt.input, now, self._values_for(rt), mode)
         if ev is None:
             return
         changed = rt.last_eval is None or rt.last_eval.value != ev.value
@@ -250,8 +253,10 @@ class Engine:
     def tick(self) -> None:
         """Once a second: staleness, disconnect grace, `for:` delays."""
         now = self.clock.now()
+        mode = self.mode_of(now) if self.mode_of else None
+        mode_changed, self._last_mode = mode != self._last_mode, mode
         for rt in self.runtimes.values():
-            if _time_sensitive(rt):
+            if _time_sensitive(rt) or (mode_changed and rt.check.in_mode):
                 self._reevaluate(rt, now)
             transitions = rt.logic.tick(now)
             if transitions:
