@@ -49,7 +49,6 @@ class Decisions:
     """What `tick` decided with no transition behind it."""
 
     rows: list[dict]
-    log: list[str]  # human lines for the engine's log (flapping started, mode changed...)
 
 
 class Decider:
@@ -126,7 +125,7 @@ class Decider:
                 del self.unpaged[inc_id]
                 continue
             rows += self._page(live, "alarm", now)
-        return Decisions(rows, [])
+        return Decisions(rows)
 
     # -- one transition ---------------------------------------------------------------------
 

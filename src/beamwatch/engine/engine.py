@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..checks.evaluate import Check, CheckInput
@@ -69,7 +69,6 @@ class EngineStats:
     batches: int = 0
     transitions: int = 0
     write_errors: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine:
@@ -350,16 +349,6 @@ class Engine:
             await self.write(self.store.save_history, rows)
         except Exception as e:
             log.error("storing values failed: %s", e)
-
-    def snapshot(self) -> list[dict]:
-        """Every check's state, for status and the front ends."""
-        out = []
-        for rt in self.runtimes.values():
-            s = rt.logic.state
-            sample = rt.input.sample
-            out.append({"check": rt.check.config, "state": s, "sample": sample,
-                        "evaluation": rt.last_eval})
-        return out
 
 
 def _time_sensitive(rt: Runtime) -> bool:
