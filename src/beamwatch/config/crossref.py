@@ -16,7 +16,7 @@ def cross_check(config: Config, invalid_ids: set[str] = frozenset()) -> list[Pro
     """`invalid_ids`: ids of checks that failed their own validation; they are
     still known, so that a typo in one check does not cascade into others."""
     problems: list[Problem] = []
-    for part in (_cycles, _modes, _people, _routes, _maintenance):
+    for part in (_cycles, _modes, _people, _routes, _fallback, _maintenance):
         problems.extend(part(config))
     problems.extend(_check_refs(config, set(invalid_ids)))
     if not problems:
@@ -166,6 +166,13 @@ def _routes(config: Config) -> Iterator[Problem]:
             for value in [wanted] if isinstance(wanted, str) else (wanted or []):
                 if value not in known:
                     yield ("routes", i, "match", key), f"no check has {key} '{value}'"
+
+
+def _fallback(config: Config) -> Iterator[Problem]:
+    for j, target in enumerate(config.fallback):
+        problem = _receiver_problem(config, target)
+        if problem:
+            yield ("fallback", j), problem
 
 
 def _receiver_problem(config: Config, target: str) -> str | None:

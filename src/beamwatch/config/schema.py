@@ -24,7 +24,10 @@ from pydantic import (
 from .types import Duration, SecretValue
 
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
+# Ids end up in store columns and in notification keys built from several of them
+# (incident/destination/level): 100 characters keeps every such key within its column.
+ID_MAX = 100
+Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX)]
 SEVERITY_NAMES = ("minor", "major", "invalid")
 AlarmSeverityName = Literal["minor", "major", "invalid"]
 
@@ -383,6 +386,9 @@ class Config(Strict):
     channels: dict[Id, ChannelConfig] = {}
     routes: list[RouteConfig] = []
     maintenance: list[MaintenanceConfig] = []
+    # who gets a page when routing fails (a bug, a receiver that resolves to nobody) or a
+    # channel fails for good: a page goes somewhere, with the error, never nowhere
+    fallback: list[Receiver] = []
     noise: NoiseConfig = NoiseConfig()
     templates: str | None = None  # a folder of Jinja2 templates overriding the defaults
 

@@ -65,10 +65,17 @@ class Runtime:
 
 @dataclass
 class EngineStats:
+    """Counters the self-monitoring checks (`beamwatch.*`) read."""
+
     samples: int = 0
     batches: int = 0
     transitions: int = 0
-    write_errors: int = 0
+    write_errors: int = 0  # failed attempts to store a decided batch
+    quarantined: int = 0  # rows the store refused for good, kept aside (table `quarantine`)
+    store_failing_since: float | None = None  # first failed write of the current outage
+    store_last_error: str | None = None
+    last_write_ok: float | None = None
+    last_tick: float | None = None  # when `tick` last ran (clock time)
 
 
 class Engine:

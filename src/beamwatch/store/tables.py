@@ -90,7 +90,7 @@ notifications = Table(
     Column("check_id", String(200)),
     Column("kind", String(20), nullable=False),  # alarm, resolve, ack, repeat, escalation...
     Column("receiver", String(200), nullable=False),  # person:ana, channel:ops-slack
-    Column("destination", String(40), nullable=False),  # email, slack, webhook, apprise...
+    Column("destination", String(200), nullable=False),  # person:ana/email, channel:ops...
     Column("route", String(200)),  # which rule decided
     Column("message", JSON, nullable=False),
     Column("status", String(20), nullable=False),  # pending, sending, sent, failed, expired
@@ -201,4 +201,17 @@ incidents = Table(
     Column("updated", Float, nullable=False),
     Index("ix_incidents_opened", "opened"),
     Index("ix_incidents_resolved", "resolved"),
+)
+
+# --- store hardening (migration 0003) --------------------------------------------------------
+
+quarantine = Table(
+    "quarantine", metadata,  # rows the database refused for good, kept as text
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("kind", String(20), nullable=False),  # transition, notification, incidents
+    Column("check_id", String(200)),
+    Column("error", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # JSON
+    Index("ix_quarantine_time", "time"),
 )
