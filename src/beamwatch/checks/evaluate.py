@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.schema import CheckConfig
@@ -26,6 +26,8 @@ class CheckInput:
     disconnected_since: float | None = None
     started: float = 0.0  # when the check began watching (for "never connected")
     threshold_severity: Severity = Severity.OK  # for hysteresis
+    # kinds of error already logged for this check (the engine logs each kind once)
+    failures_logged: set[str] = field(default_factory=set)
 
     def update(self, sample: Sample) -> None:
         self.sample = sample
@@ -98,15 +100,14 @@ class Check:
             except ExpressionError as e:
                 return Evaluation(Severity.INVALID, str(e), value, now)
             verdicts.append(
-                (self.when_severity, f"{self.config.when} (value {value_text(value)})")
+                (self.when_severity, f"{self.config.when} (value {_text(value)})")
                 if hit else (Severity.OK, "")
             )
         if self.use_epics_severity:
-            sev = Severity(min(int(sample.severity), 3))
-            verdicts.append((sev, f"record alarm {sev.name} (status {sample.status})"))
+            verdicts.append(_record_alarm(sample))
         severity, text = max(verdicts, key=lambda v: v[0], default=(Severity.OK, ""))
         if severity == Severity.OK:
-            text = f"OK ({value_text(value)})"
+            text = f"OK ({_text(value)})"
         return Evaluation(severity, text, value, now)
 
     def _thresholds(self, value: float, previous: Severity) -> tuple[Severity, str]:
@@ -130,23 +131,47 @@ class Check:
 
 
 def _as_number(value: Any) -> tuple[float, str | None]:
-    if isinstance(value, bool):
-        return float(value), None
-    if isinstance(value, (int, float)):
-        f = float(value)
-        if math.isnan(f):
-            return f, "value is NaN"
-        if math.isinf(f):
-            return f, f"value is {value_text(f)}"
-        return f, None
+    """The value as a finite float for thresholds, or why it is not one."""
     if value is None:
         return math.nan, "no value"
     if isinstance(value, (tuple, list)):
         return math.nan, f"value is an array of {len(value)}; thresholds need a single number"
     try:
-        return float(value), None
+        f = float(value)  # also "12.5", b"12.5" and numpy scalars
+    except OverflowError:
+        return math.nan, "value is too large for a number"
     except (TypeError, ValueError):
-        return math.nan, f"value '{value_text(value)}' is not a number"
+        return math.nan, f"value '{_text(value)}' is not a number"
+    # "nan" and "inf" as text are no better than the floats: compared with a limit,
+    # NaN would pass every threshold as OK
+    if math.isnan(f):
+        return f, "value is NaN"
+    if math.isinf(f):
+        return f, f"value is {value_text(f)}"
+    return f, None
+
+
+def _record_alarm(sample: Sample) -> tuple[Severity, str]:
+    """The record's own alarm severity; one EPICS does not define is INVALID, saying so."""
+    raw = sample.severity
+    known = isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0
+    if not known:
+        return Severity.INVALID, f"record alarm severity {_text(raw)} is not an EPICS severity"
+    sev = Severity(min(int(raw), 3))
+    return sev, f"record alarm {sev.name} (status {sample.status})"
+
+
+MAX_TEXT = 200  # of a value in a message: enough to recognise it, not a dump of an array
+
+
+def _text(value: Any) -> str:
+    """value_text for any value: a 5000-digit int or a deeply nested list cannot be
+    printed, and a 200 000-character string is not a message."""
+    try:
+        text = value_text(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
 
 
 def _disconnected_text(sample: Sample) -> str:

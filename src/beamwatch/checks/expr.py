@@ -38,10 +38,35 @@ CONSTANTS: dict[str, Any] = {s.name: s for s in Severity} | {
     "True": True, "False": False, "None": None, "true": True, "false": False,
 }
 
+# A string or array repeated past this many items is a mistake in the expression, and
+# building it could take the process's memory: refused before it is built.
+MAX_REPEAT = 100_000
+_SEQUENCES = (str, bytes, tuple, list)
+
+
+def _multiply(a: Any, b: Any) -> Any:
+    for seq, times in ((a, b), (b, a)):
+        if isinstance(seq, _SEQUENCES) and isinstance(times, int) and (
+                len(seq) * times > MAX_REPEAT):
+            raise ExpressionError(f"the result would be too long (over {MAX_REPEAT} items)")
+    return a * b
+
+
+def _modulo(a: Any, b: Any) -> Any:
+    if isinstance(a, (str, bytes)):  # '%999999999d' % x would build a gigabyte
+        raise ExpressionError("string formatting with % is not allowed")
+    return a % b
+
+
 _BINOPS = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.Mod: operator.mod, ast.FloorDiv: operator.floordiv,
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _multiply,
+    ast.Div: operator.truediv, ast.Mod: _modulo, ast.FloorDiv: operator.floordiv,
 }
+MAX_WHY = 300  # characters of an error's text kept in a check's message
+# What evaluating an allowed expression on any value can raise: int(inf) overflows,
+# str() of a 5000-digit int is refused, a deeply nested value recurses too far.
+_EVALUATION_ERRORS = (ArithmeticError, TypeError, ValueError, LookupError, RecursionError,
+                      MemoryError)
 _CMPOPS = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
     ast.Gt: operator.gt, ast.GtE: operator.ge,
@@ -74,6 +99,8 @@ class Expression:
         except SyntaxError as e:
             raise ExpressionError(
                 f"syntax error in expression at column {e.offset}: {e.msg}") from None
+        except (RecursionError, MemoryError):  # the parser's own stack ran out
+            raise ExpressionError("the expression is nested too deeply") from None
         self._by_name = names.by_name
         self._ids = names.ids
         self.check_ids: set[str] = set()
@@ -117,14 +144,18 @@ class Expression:
         self.check_ids.add(check_id)
 
     def evaluate(self, value: Any, severity: Severity, others: Mapping[str, Any]) -> Any:
-        """Evaluate; raises ExpressionError on a type error (e.g. 'abc' > 3)."""
+        """Evaluate; raises ExpressionError when the value does not fit the expression
+        ('abc' > 3, int(inf)): the check is then INVALID with that message."""
         env = {"value": value, "severity": severity}
         try:
             return _Eval(env, others, self._by_name).visit(self._tree)
         except ExpressionError:
             raise
-        except (TypeError, ValueError, ZeroDivisionError, KeyError) as e:
-            raise ExpressionError(f"cannot evaluate '{self.text}': {e}") from None
+        except _EVALUATION_ERRORS as e:
+            why = str(e) or type(e).__name__  # MemoryError() has no text
+            if len(why) > MAX_WHY:  # float('x' * 200_000) quotes the whole value
+                why = why[:MAX_WHY] + "…"
+            raise ExpressionError(f"cannot evaluate '{self.text}': {why}") from None
 
 
 class _Eval(ast.NodeVisitor):

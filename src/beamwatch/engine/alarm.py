@@ -8,6 +8,7 @@ No I/O, no clock: every call gets `now`, and returns the transitions it made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from ..model import AlarmState, Evaluation, Severity, Transition
@@ -46,6 +47,30 @@ def _rule(latch: bool, compare: str, acked: bool) -> tuple[str, bool | str]:
     raise AssertionError(f"no alarm rule for latch={latch} {compare} acked={acked}")
 
 
+def _defined(ev: Evaluation) -> tuple[Severity, str]:
+    """The evaluation's severity and message as the table needs them: a severity that is
+    not one of the four is INVALID (a bug in a check must still be seen), and a message
+    always says why."""
+    message = "" if ev.message is None else _shown(ev.message, str)
+    severity = ev.severity
+    if isinstance(severity, int) and not isinstance(severity, bool) and 0 <= severity <= 3:
+        severity = Severity(severity)
+    if not isinstance(severity, Severity):
+        why = f"the check gave no valid severity ({_shown(severity, repr)})"
+        return Severity.INVALID, f"{why}: {message}" if message else why
+    if not message:
+        message = "OK" if severity == Severity.OK else f"{severity.name} (the check gave no reason)"
+    return severity, message
+
+
+def _shown(thing: object, how: Callable[[object], str]) -> str:
+    try:
+        text = how(thing)
+    except (ValueError, RecursionError):  # a 5000-digit int cannot be printed
+        return f"<unprintable {type(thing).__name__}>"
+    return text if text.strip() else ""
+
+
 class AlarmLogic:
     def __init__(self, check_id: str, delay: float = 0.0, latch: bool = False,
                  state: AlarmState | None = None):
@@ -59,13 +84,14 @@ class AlarmLogic:
     def evaluate(self, ev: Evaluation, now: float) -> list[Transition]:
         """A new evaluation: commit it now, or start/continue waiting out the delay."""
         s = self.state
-        if ev.severity == s.current:
-            self.state = replace(s, pending=None, pending_since=None, message=ev.message,
+        severity, message = _defined(ev)
+        if severity == s.current:
+            self.state = replace(s, pending=None, pending_since=None, message=message,
                                  value=ev.value)
             return []
         pending_since = s.pending_since if s.pending is not None else now
-        self.state = replace(s, pending=ev.severity, pending_since=pending_since,
-                             message=ev.message, value=ev.value)
+        self.state = replace(s, pending=severity, pending_since=pending_since,
+                             message=message, value=ev.value)
         if now - pending_since >= self.delay:
             return self._commit(now, "evaluation")
         return []

@@ -203,30 +203,82 @@ class Engine:
         by_address = self.by_address
         for sample in batch:
             if sample.address == self.mode_address and self.on_mode_sample is not None:
-                self.on_mode_sample(sample)
+                try:
+                    self.on_mode_sample(sample)
+                except Exception:  # the mode stays as it was; the checks still run
+                    log.exception("the mode PV's sample %s could not be applied", sample.address)
             for rt in by_address.get((source, sample.address), ()):
-                rt.input.update(sample)
-                rt.dirty = True
-                if sample.connected:
-                    self.history.add(rt.check.id, sample.value, now)
-                self._reevaluate(rt, now)
+                # each check is its own failure domain: CA does not resend an unchanged
+                # PV, so a sample dropped here would stay unjudged until it changed
+                try:
+                    rt.input.update(sample)
+                    rt.dirty = True
+                    if sample.connected:
+                        self.history.add(rt.check.id, sample.value, now)
+                    self._reevaluate(rt, now)
+                except Exception as e:
+                    self._contain(rt, e, now)
 
     def source_sink(self, source: str) -> Callable[[list[Sample]], None]:
         return lambda batch: self.on_samples(batch, source)
 
     def _reevaluate(self, rt: Runtime, now: float, depth: int = 0) -> None:
-        mode = self.mode_of(now) if rt.check.in_mode and self.mode_of else None
-        ev = rt.check.evaluate(rt.input, now, self._values_for(rt), mode)
+        ev = self._evaluation(rt, now)
         if ev is None:
             return
-        changed = rt.last_eval is None or rt.last_eval.value != ev.value
+        changed = rt.last_eval is None or self._differ(rt.last_eval.value, ev.value)
         rt.last_eval = ev
         transitions = rt.logic.evaluate(ev, now)
         if transitions:
             self._queue(rt, transitions)
         if changed and depth < 3:  # checks whose `when:` reads this value
             for reader in self.readers.get(rt.check.id, ()):
-                self._reevaluate(reader, now, depth + 1)
+                try:
+                    self._reevaluate(reader, now, depth + 1)
+                except Exception as e:  # the reader's failure is its own, not this check's
+                    self._contain(reader, e, now)
+
+    def _evaluation(self, rt: Runtime, now: float) -> Evaluation | None:
+        """The check's verdict. A check that raises is INVALID with the error as its
+        message, so a bug in one check is seen and every other check goes on."""
+        try:
+            mode = self.mode_of(now) if rt.check.in_mode and self.mode_of else None
+            return rt.check.evaluate(rt.input, now, self._values_for(rt), mode)
+        except Exception as e:
+            return self._failed(rt, e, now)
+
+    def _failed(self, rt: Runtime, error: Exception, now: float) -> Evaluation:
+        """INVALID, saying why. Logged once per check and kind of error: the check fails
+        again on every sample and tick, and the log must stay readable."""
+        kind = type(error).__name__
+        if kind not in rt.input.failures_logged:
+            rt.input.failures_logged.add(kind)
+            log.error("check %s failed (%s); it stays INVALID until it evaluates again; "
+                      "this error is not logged again for it", rt.check.id, kind,
+                      exc_info=error)
+        why = str(error)[:300] or kind
+        sample = rt.input.sample
+        return Evaluation(Severity.INVALID, f"check failed: {kind}: {why}",
+                          sample.value if sample is not None else None, now)
+
+    def _contain(self, rt: Runtime, error: Exception, now: float) -> None:
+        """A failure outside the check's evaluation (its alarm logic, the history): the
+        check goes INVALID if its alarm logic still can take that."""
+        ev = self._failed(rt, error, now)
+        rt.last_eval = ev
+        try:
+            transitions = rt.logic.evaluate(ev, now)
+        except Exception:  # the alarm logic itself is broken: logged above, nothing to add
+            return
+        if transitions:
+            self._queue(rt, transitions)
+
+    @staticmethod
+    def _differ(old: Any, new: Any) -> bool:
+        try:
+            return bool(old != new)
+        except Exception:  # an array-like whose != has no single truth: call it changed
+            return True
 
     def _values_for(self, rt: Runtime) -> dict[str, Any]:
         if not rt.check.reads:
@@ -262,11 +314,14 @@ class Engine:
         mode = self.mode_of(now) if self.mode_of else None
         mode_changed, self._last_mode = mode != self._last_mode, mode
         for rt in self.runtimes.values():
-            if _time_sensitive(rt) or (mode_changed and rt.check.in_mode):
-                self._reevaluate(rt, now)
-            transitions = rt.logic.tick(now)
-            if transitions:
-                self._queue(rt, transitions)
+            try:  # a check that raises must not skip the later ones, the decider or commands
+                if _time_sensitive(rt) or (mode_changed and rt.check.in_mode):
+                    self._reevaluate(rt, now)
+                transitions = rt.logic.tick(now)
+                if transitions:
+                    self._queue(rt, transitions)
+            except Exception as e:
+                self._contain(rt, e, now)
         decided = self.decider.tick(now)
         self.queue_rows(decided.rows if decided is not None else [])
 
