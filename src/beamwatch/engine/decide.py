@@ -26,8 +26,9 @@ from dataclasses import dataclass, replace
 from ..config.schema import Config
 from ..model import AlarmState, MuteReason, Sample, Severity, Transition, value_text
 from ..notify.base import Message, Related
+from ..routing._time import show
 from ..routing.escalation import plan
-from ..routing.router import Router
+from ..routing.router import Held, Router
 from .incidents import (
     ConsequenceAttached,
     ConsequencePromoted,
@@ -42,6 +43,7 @@ from .mute import Alert
 from .noise import Noise
 
 TOLD = "told:"  # receiver of a fan-out row: "whoever was told about this incident"
+HELD = "/held"  # dedup-key suffix of a page offered again when quiet hours end
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,8 @@ class Decider:
                              "message": {**message, "kind": "repeat",
                                          "repeat_every": rcpt.repeat, "repeat_n": 1},
                              "expires_at": now + rcpt.repeat + self._expire(dest)})
+        rows += self._held_rows(inc, check_id, result.held, base_message, "alarm",
+                                lambda dest: f"{inc.id}/{dest}/{level}", now)
         for step in plan(self.router, result, now, mode):
             lv = step.level
             for rcpt in step.result.recipients:
@@ -340,6 +344,11 @@ class Decider:
                                 "escalation_level": lv.level,
                                 "fallbacks": list(rcpt.notifier_names[1:])},
                 })
+            rows += self._held_rows(
+                inc, check_id, step.result.held,
+                {**base_message, "kind": "escalation", "escalation_level": lv.level},
+                "escalation", lambda dest, lv=lv: f"{inc.id}/{level}/r{lv.route}e{lv.level}/{dest}",
+                now)
         return rows
 
     def _fan_out(self, kind: str, incident_id: str, tr: Transition | None, now: float,
@@ -374,3 +383,31 @@ class Decider:
         name = dest.split(":", 1)[1] if dest.startswith("channel:") else None
         channel = self.config.channels.get(name) if name else None
         return channel.expire if channel else 3600.0
+
+    # -- pages held by quiet hours ------------------------------------------------------------
+
+    def _held_rows(self, inc: Incident, check_id: str, held: tuple[Held, ...], message: dict,
+                   kind: str, key: Callable[[str], str], now: float) -> list[dict]:
+        """A page quiet hours held from someone is offered to them again when their quiet
+        hours end, as a durable row due then; the worker cancels it if the alarm is over
+        or acknowledged by that time."""
+        rows = []
+        for h in held:
+            rcpt = self.router.reoffer(h, inc.severity)
+            if rcpt is None or h.until is None:
+                continue
+            dest = rcpt.notifier_names[0]
+            text = message.get("text") or ""
+            since = show(now, self.config.people[h.name].timezone or self.config.timezone)
+            rows.append({
+                "check_id": check_id, "incident_id": inc.id, "receiver": rcpt.key,
+                "destination": dest, "route": "; ".join(rcpt.via)[:200],
+                # "created" when offered: group_wait, fail-over and expiry count from the
+                # morning, not from the night the page was decided
+                "created_at": h.until, "transition_index": None,
+                "dedup_key": key(dest) + HELD, "kind": kind, "next_attempt_at": h.until,
+                "expires_at": h.until + self._expire(dest),
+                "message": {**message, "fallbacks": list(rcpt.notifier_names[1:]),
+                            "text": f"{text} (held by quiet hours since {since})".lstrip()},
+            })
+        return rows

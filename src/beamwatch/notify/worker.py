@@ -34,7 +34,7 @@ from dataclasses import replace
 
 from ..clock import Clock, SystemClock
 from ..config.schema import Config
-from ..engine.decide import TOLD
+from ..engine.decide import HELD, TOLD
 from ..model import Severity
 from ..routing.router import Router
 from ..store import Store
@@ -116,7 +116,8 @@ class OutboxWorker:
         for row in rows:
             if row.receiver.startswith(TOLD):
                 await asyncio.to_thread(self._expand, row, now)
-            elif row.kind in FOLLOW_UPS and (why := self._over(row)):
+            elif (row.kind in FOLLOW_UPS or row.dedup_key.endswith(HELD)) and (
+                    why := self._over(row)):  # a page held by quiet hours: still news?
                 await asyncio.to_thread(self.outbox.finish, [row.id], now, status="cancelled",
                                         detail=why, count_attempt=False)
             elif row.expires_at is not None and now > row.expires_at:

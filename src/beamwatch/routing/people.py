@@ -15,11 +15,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..config.schema import CHANNEL_KINDS, PersonConfig
 from ..model import Severity
-from ._time import hhmm_minutes, zone
+from ._time import epoch_to_local, hhmm_minutes, local_to_epoch, zone
 
 DEFAULT_ORDER: tuple[str, ...] = ("slack", "signal", "whatsapp", "email", "webhook")
 QUIET_MIN_SEVERITY = Severity.MAJOR
@@ -43,6 +43,30 @@ def in_quiet_hours(person: PersonConfig, at: float, default_tz: str) -> bool:
     if start < end:
         return start <= now < end
     return now >= start or now < end  # crosses midnight
+
+
+def quiet_end(person: PersonConfig, at: float, default_tz: str) -> float | None:
+    """When the quiet period that `at` falls in ends (seconds since the epoch), or None
+    when `at` is not in quiet hours.
+
+    The end is a wall-clock time in the person's zone, so a night that contains a
+    daylight-saving change is an hour shorter or longer: 22:00-07:00 London on
+    2026-10-25 lasts 10 hours. An end time the clocks skip is moved forward by the
+    gap; an end time that happens twice is the first occurrence still after `at`.
+    """
+    if not in_quiet_hours(person, at, default_tz):
+        return None
+    q = person.quiet_hours
+    assert q is not None
+    tz = zone(person.timezone or default_tz)
+    local = epoch_to_local(at, tz)
+    end_minutes = hhmm_minutes(q.end)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if local.hour * 60 + local.minute >= end_minutes:
+        day += timedelta(days=1)  # started before midnight: it ends tomorrow
+    wall = day + timedelta(minutes=end_minutes)
+    first = local_to_epoch(wall, tz)
+    return first if first > at else wall.replace(tzinfo=tz, fold=1).timestamp()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from ..config.schema import Config, RouteConfig
 from ..model import Severity
 from ._time import iso, show
 from .oncall import OnCallResolver
-from .people import reach
+from .people import quiet_end, reach
 from .subscriptions import subscribers
 
 RecipientKind = Literal["person", "channel"]
@@ -91,13 +91,18 @@ class Recipient:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A person a rule named who is not told now (quiet hours), and why."""
+    """A person a rule named who is not told now (quiet hours), and why.
+
+    `until`: when their quiet hours end, so the alarm can be offered to them again
+    then if it still matters; None when nothing will change by itself (no channel set).
+    """
 
     name: str
     via: tuple[str, ...]
     routes: tuple[int, ...]
     subscription: bool
     why: str
+    until: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "via": list(self.via), "routes": list(self.routes),
@@ -173,7 +178,8 @@ class RoutingResult:
         if self.held:
             lines.append("not told now:")
             for h in self.held:
-                lines.append(f"  person {h.name}: {h.why}  <- {'; '.join(h.via)}")
+                again = f"; offered again {show(h.until, tz)}" if h.until else ""
+                lines.append(f"  person {h.name}: {h.why}{again}  <- {'; '.join(h.via)}")
         for n in self.notes:
             lines.append(f"note: {n}")
         return lines
@@ -392,7 +398,9 @@ class Router:
                 continue
             r = reach(e.name, self.config.people[e.name], severity, at, self.config.timezone)
             if not r.destinations:
-                held.append(Held(e.name, tuple(e.via), tuple(e.routes), e.subscription, r.note))
+                until = self.quiet_end(e.name, at) if r.quiet else None
+                held.append(Held(e.name, tuple(e.via), tuple(e.routes), e.subscription, r.note,
+                                 until))
                 continue
             recipients.append(Recipient(e.name, "person", r.destinations, tuple(e.via),
                                         tuple(e.routes), e.subscription, r.quiet, r.note,
@@ -400,3 +408,24 @@ class Router:
         return RoutingResult(check_id, group, severity, mode, at, self.config.timezone,
                              tuple(recipients), tuple(held), tuple(steps), tuple(matched),
                              tuple(out.notes), resolved, label)
+
+    # -- quiet hours ----------------------------------------------------------------------
+
+    def quiet_end(self, person_id: str, at: float) -> float | None:
+        """When the quiet hours `person_id` is in at `at` end, in their timezone
+        (daylight-saving safe); None when they are not in quiet hours."""
+        return quiet_end(self.config.people[person_id], at, self.config.timezone)
+
+    def reoffer(self, held: Held, severity: Severity | str) -> Recipient | None:
+        """The person a page was held from, reached as they are when their quiet hours
+        end (`held.until`); None when they never will be (no quiet end, no channel)."""
+        person = self.config.people.get(held.name)
+        if held.until is None or person is None:
+            return None
+        r = reach(held.name, person, Severity.parse(severity), held.until, self.config.timezone)
+        if not r.destinations:
+            return None
+        when = show(held.until, person.timezone or self.config.timezone)
+        return Recipient(held.name, "person", r.destinations,
+                         (*held.via, f"held by quiet hours until {when}"), held.routes,
+                         held.subscription, r.quiet, r.note)
