@@ -130,11 +130,46 @@ class ModeTracker:
         self.pv_raw: Any = None
         self._problem_key: Any = None  # the last reported problem, so each is said once
         self._reported = self.mode(now)
+        self.pv_name: str | None = None  # which PV `pv_raw` came from
+        self._pending: list[ModeRecord] = []  # said at the next tick
 
     @classmethod
     def from_config(cls, cfg: ModesConfig, schedule: Iterable[ScheduledMode] = (),
-                    now: float = 0.0) -> ModeTracker:
-        return cls(cfg.names, cfg.default, pv_map=cfg.map, schedule=schedule, now=now)
+                    now: float = 0.0, previous: ModeTracker | None = None) -> ModeTracker:
+        """`previous`: the running tracker, on a reload that changed `modes:`."""
+        tracker = cls(cfg.names, cfg.default, pv_map=cfg.map, schedule=schedule, now=now)
+        tracker.pv_name = cfg.from_pv
+        if previous is not None:
+            tracker.take_over(previous, now)
+        return tracker
+
+    def take_over(self, previous: ModeTracker, now: float) -> None:
+        """A reload changed `modes:`: carry on with what the running tracker knew.
+
+        The mode PV's last value is kept and mapped again through the new `map` —
+        Channel Access does not send an unchanged value again, so without it the
+        beamline would fall back to the default mode until the PV next changes. A
+        value the new map names no mode for keeps the last good mode (if it is
+        still a mode), reported once. The override is kept if its mode still
+        exists. A change of the mode in force is logged at the next `tick`.
+        """
+        self._reported = previous._reported
+        ov = previous.override
+        if ov is not None and ov.mode in self.names:
+            self.override = ov
+        if previous.pv_raw is not None and previous.pv_name == self.pv_name:
+            raw = self.pv_raw = previous.pv_raw
+            self._problem_key = previous._problem_key
+            self.pv_mode = self.resolve(raw)
+            if self.pv_mode is None:
+                kept = previous.pv_mode if previous.pv_mode in self.names else None
+                self.pv_mode = kept
+                self._problem_key = ("unknown", str(raw))
+                self._pending.append(ModeProblem(
+                    now, raw, kept or self.mode(now),
+                    f"after the reload, mode PV value '{raw}' names no mode (known: "
+                    f"{', '.join(list(self.pv_map) or self.names)}); keeping mode "
+                    f"{kept or self.mode(now)}"))
 
     def _known(self, mode: str) -> str:
         if mode not in self.names:
@@ -240,7 +275,8 @@ class ModeTracker:
 
     def tick(self, now: float) -> list[ModeRecord]:
         """Time passed: an override may have expired, a scheduled window opened or closed."""
-        out = self._expire(now)
+        out, self._pending = self._pending, []
+        out += self._expire(now)
         change = self._diff(now)
         if change:
             out.append(change)

@@ -82,8 +82,9 @@ class Noise:
             incidents = IncidentTracker(graph, id_factory=incident_id)
         if previous is not None and same_modes:
             modes = previous.modes
-        else:
-            modes = ModeTracker.from_config(config.modes, mode_schedule(config), now=now)
+        else:  # new rules; the PV's last value and the override carry over
+            modes = ModeTracker.from_config(config.modes, mode_schedule(config), now=now,
+                                            previous=previous.modes if previous else None)
         incidents.recovery_grace = config.noise.recovery_grace
         incidents.ioc_min = config.noise.ioc_group_min
         incidents.ioc_window = config.noise.ioc_group_window
