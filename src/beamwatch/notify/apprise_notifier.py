@@ -104,6 +104,8 @@ class AppriseNotifier(BaseNotifier):
         self.service = service
         self.renderer = renderer
 
+    abandoned_steps = 2  # the plugin's request in flight: connect, then read
+
     @property
     def deadline(self) -> float:
         return self.timeout * 2 + 1

@@ -261,10 +261,22 @@ class BaseNotifier:
         self.destination = destination
         self.timeout = float(timeout)
 
+    # A blocking call abandoned at the deadline runs on in its thread until its own
+    # socket timeouts end it: at most this many `timeout`s (0: async, cancelled at once).
+    abandoned_steps = 0
+
     @property
     def deadline(self) -> float:
         """The most one send() may take, all requests included."""
         return self.timeout
+
+    @property
+    def worst_case(self) -> float:
+        """The longest one send() can keep talking to the destination: the deadline, plus
+        what a blocking call abandoned at the deadline may still send from its thread.
+        The outbox holds its claim on a row at least this long, so no other worker sends
+        the same row while this one may still be sending it."""
+        return self.deadline + self.abandoned_steps * self.timeout
 
     async def _deliver(self, message: Message) -> Delivery:  # pragma: no cover - abstract
         raise NotImplementedError

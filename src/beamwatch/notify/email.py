@@ -100,6 +100,10 @@ class EmailNotifier(BaseNotifier):
         self.to = list(to)
         self.renderer = renderer
 
+    # smtplib goes on alone after the deadline, each step up to `timeout`: connect, EHLO,
+    # STARTTLS, EHLO, AUTH, MAIL, RCPT, DATA, QUIT
+    abandoned_steps = 9
+
     @property
     def deadline(self) -> float:
         # connect, EHLO, STARTTLS, AUTH and DATA each wait up to `timeout`;

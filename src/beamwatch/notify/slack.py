@@ -90,6 +90,8 @@ class SlackNotifier(BaseNotifier):
             retry_handlers=[],
         )
 
+    abandoned_steps = 2  # the Web API call in flight: connect, then read
+
     @property
     def deadline(self) -> float:
         return self.timeout * 3 + 1  # update + reply (+ a fresh post) in the worst case

@@ -13,12 +13,25 @@ For each claimed row, in this order of concern:
   server's Retry-After; a permanent failure is recorded with its reason; a
   person's channel failing for longer than `fallback_after` (or failing
   permanently) hands the message to that person's next channel.
-Every attempt and its outcome is a row in `attempts`.
+Every attempt and its outcome is a row in `attempts`; so is every failure of the
+worker itself around a send (a row that cannot be rendered fails for good, with
+the reason, through `_give_up`).
+
+Claims and stops:
+- a claim is held for `Outbox.lease` until the send starts, then extended to the
+  destination's worst-case send time (`Notifier.worst_case`) plus the time to
+  store the outcome, so no other worker sends the row while this one may be;
+- an outcome that cannot be stored after a send is stored again until it is:
+  the send happened, and a lapsed claim would send it twice;
+- a stop (SIGTERM) gives sends in flight `grace` seconds to finish and be
+  recorded; rows claimed but not yet sent go back to pending, due at once for
+  the next start; a send cut by the grace is recorded as interrupted and retried.
 
 At-least-once, by design: a crash between a successful send and the store
-write of its outcome resends that one message on restart (its lease expires).
-Every message carries its outbox id and dedup key (webhook body, email
-headers) so a receiver can drop the duplicate; everything else is exactly once.
+write of its outcome resends that one message on restart (its lease expires),
+and so does a send cut by the stop grace. Every message carries its outbox id
+and dedup key (webhook body, email headers) so a receiver can drop the
+duplicate; everything else is exactly once.
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from ..clock import Clock, SystemClock
 from ..config.schema import Config
@@ -49,6 +62,29 @@ BACKOFF_FIRST = 2.0
 BACKOFF_MAX = 300.0
 DEFAULT_FALLBACK_AFTER = 300.0
 FOLLOW_UPS = ("repeat", "escalation")
+DEFAULT_GRACE = 5.0  # a stop waits this long for sends in flight, then cuts them
+DEFAULT_WORST_CASE = 60.0  # a notifier that does not say how long a send can take
+# The claim must also outlast storing the outcome: SQLite waits up to 30 s for its lock.
+STORE_MARGIN = 35.0
+STORE_RETRY_FIRST = 0.1  # retrying the store write of an outcome: 0.1 s, 0.2 s … 5 s
+STORE_RETRY_MAX = 5.0
+
+
+@dataclass(eq=False)
+class Flight:
+    """One delivery (one message, one or more rows) on its way, so that a stop knows
+    what each claimed row still needs: released unsent, recorded as interrupted, or
+    its known outcome stored."""
+
+    rows: list[Outgoing]
+    phase: str = "claimed"  # claimed -> sending -> sent (outcome known) -> done
+    delivery: Delivery | None = None
+    duration: float = 0.0
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+    @property
+    def ids(self) -> list[int]:
+        return [o.id for o in self.rows]
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
@@ -59,16 +95,21 @@ def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
 
 class OutboxWorker:
     def __init__(self, config: Config, store: Store, registry: Registry,
-                 clock: Clock | None = None, name: str = "worker-1", batch: int = 50):
+                 clock: Clock | None = None, name: str = "worker-1", batch: int = 50,
+                 lease: float = 60.0):
+        """`lease`: how long a claim holds until its send starts (then it is extended
+        to the destination's worst case)."""
         self.config = config
         self.store = store
         self.registry = registry
         self.clock = clock or SystemClock()
-        self.outbox = Outbox(store, worker=name)
+        self.outbox = Outbox(store, worker=name, lease=lease)
         self.batch = batch
         self._wake = asyncio.Event()
         # deliveries run as their own tasks: a slow channel never holds up the others
         self._inflight: set[asyncio.Task] = set()
+        self._flights: set[Flight] = set()
+        self._stopping = False
         self.router = Router(config)
         self._check_ids = set(config.check_ids)
         self.sent = 0
@@ -84,7 +125,18 @@ class OutboxWorker:
         """Called when new rows are committed: deliver now, not at the next poll."""
         self._wake.set()
 
-    async def run(self, stop: asyncio.Event, poll: float = 1.0) -> None:
+    async def run(self, stop: asyncio.Event, poll: float = 1.0,
+                  grace: float = DEFAULT_GRACE) -> None:
+        """Deliver until `stop` is set, then `shutdown(grace)`. The shutdown also runs
+        when this task is cancelled (the app cancels it on SIGTERM), and finishes
+        before the cancellation goes on."""
+        self._stopping = False
+        try:
+            await self._serve(stop, poll)
+        finally:
+            await self.shutdown(grace)
+
+    async def _serve(self, stop: asyncio.Event, poll: float) -> None:
         while not stop.is_set():
             # cleared BEFORE looking: a wake-up that comes while we look is not lost
             self._wake.clear()
@@ -99,11 +151,12 @@ class OutboxWorker:
                 continue
             waiter = asyncio.ensure_future(self._wake.wait())
             stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waiter, stopper}, timeout=poll,
-                               return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
-        await self.drain()
+            try:
+                await asyncio.wait({waiter, stopper}, timeout=poll,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stopper.cancel()
 
     async def run_once(self) -> bool:
         """Claim and handle one batch; True if there was anything to do."""
@@ -129,15 +182,56 @@ class OutboxWorker:
         for group in expired.values():
             await asyncio.to_thread(self._fold, group, now)
         for group in sends.values():
-            task = asyncio.ensure_future(self._deliver(group))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            self._launch(Flight(group))
         return True
 
+    def _launch(self, flight: Flight) -> None:
+        self._flights.add(flight)
+        task = flight.task = asyncio.ensure_future(self._deliver(flight))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
     async def drain(self) -> None:
-        """Wait for every delivery in flight (tests, and a clean stop)."""
+        """Wait for every delivery in flight (tests, and `App.step`)."""
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    async def shutdown(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop cleanly: no new sends start; sends in flight get `grace` seconds to
+        finish and be recorded; then whatever is left is settled (`_settle`)."""
+        self._stopping = True
+        tasks = [f.task for f in self._flights if f.task is not None and not f.task.done()]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            if late:
+                log.warning("stopping: %d send(s) still running after %gs were cut",
+                            len(late), grace)
+        left, self._flights = list(self._flights), set()
+        if left:
+            try:
+                await asyncio.to_thread(self._settle, left, self.clock.now())
+            except Exception:  # the store is gone: the leases lapse and the rows are re-sent
+                log.exception("stopping: could not give back %d claimed row(s)",
+                              sum(len(f.rows) for f in left))
+
+    def _settle(self, flights: list[Flight], now: float) -> None:
+        """What a stop leaves: rows never sent go back to pending untouched; a send
+        cut mid-way is an attempt (the receiver may or may not have it) retried at
+        once; a send whose outcome is known is recorded as it would have been."""
+        unsent = [i for f in flights if f.phase == "claimed" for i in f.ids]
+        released = self.outbox.release(unsent)
+        for f in flights:
+            if f.phase == "sending":
+                self.outbox.finish(f.ids, now, status="pending", retry=True,
+                                   detail="interrupted by a stop; sent again at the next start",
+                                   duration=f.duration)
+            elif f.phase == "sent" and f.delivery is not None:
+                self._record(f.rows, f.delivery, f.duration)
+        if unsent:
+            log.info("stopping: %d claimed row(s) given back unsent", released)
 
     # -- fan-out, follow-ups, folding -------------------------------------------------------
 
@@ -205,26 +299,112 @@ class OutboxWorker:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    async def _deliver(self, group: list[Outgoing]) -> None:
+    async def _deliver(self, flight: Flight) -> None:
+        """One delivery, guarded: whatever goes wrong is an attempt on its rows."""
+        try:
+            await self._attempt(flight)
+            if not (self._stopping and flight.phase == "claimed"):  # else: the stop's
+                self._flights.discard(flight)
+        except asyncio.CancelledError:
+            raise  # a stop cut it: `shutdown` settles the flight
+        except Exception as e:
+            log.exception("delivery to %s failed inside beamwatch", flight.rows[0].destination)
+            if flight.phase == "sent":  # the send happened: only its record is missing
+                await self._store_outcome(flight)
+                self._flights.discard(flight)
+                return
+            detail = f"internal error before sending: {type(e).__name__}: {e}"
+            await self._store(flight, self._retry_later, flight.rows, detail,
+                              self.clock.now())
+            self._flights.discard(flight)
+
+    async def _attempt(self, flight: Flight) -> None:
+        group = flight.rows
         first = group[0]
         now = self.clock.now()
-        ids = [o.id for o in group]
         notifier = self.registry.get(first.destination)
         if notifier is None:
-            await asyncio.to_thread(self.outbox.finish, ids, now, status="failed",
-                                    detail=f"no destination '{first.destination}' in the config")
+            detail = f"no destination '{first.destination}' in the config"
+            await self._store(flight, self._give_up, group, detail, now)
             return
-        message = await asyncio.to_thread(self._message, group)
+        try:
+            message = self._compose(group)
+        except Exception as e:  # a stored row no Message can be made of: never will be
+            detail = f"cannot be rendered: {type(e).__name__}: {e}"
+            await self._store(flight, self._give_up, group, detail, now)
+            return
+        message = await asyncio.to_thread(self._thread, message, first)
+        if self._stopping:
+            return  # claimed, not started: the stop gives it back
+        worst = getattr(notifier, "worst_case", None) or DEFAULT_WORST_CASE
+        if not await self._hold(flight, worst + STORE_MARGIN):
+            return
+        if len(flight.rows) < len(group):
+            group = flight.rows
+            message = await asyncio.to_thread(self._thread, self._compose(group), first)
+        if self._stopping:
+            return
+        flight.phase = "sending"
         started = time.monotonic()
         try:
             delivery = await notifier.send(message)
         except Exception as e:  # a notifier bug must not stop the worker
             log.exception("notifier %s raised", first.destination)
             delivery = Delivery.failed(ErrorKind.INTERNAL, f"internal error: {type(e).__name__}")
-        duration = time.monotonic() - started
-        await asyncio.to_thread(self._record, group, delivery, duration)
+        finally:
+            flight.duration = time.monotonic() - started
+        flight.delivery, flight.phase = delivery, "sent"
+        await self._store_outcome(flight)
 
-    def _message(self, group: list[Outgoing]) -> Message:
+    async def _hold(self, flight: Flight, seconds: float) -> bool:
+        """Keep our claim on the flight's rows `seconds` from now; drop any row another
+        worker took meanwhile. False when none is ours any more."""
+        until = self.clock.now() + seconds
+        ours = set(await asyncio.to_thread(self.outbox.hold, flight.rows, until))
+        if len(ours) < len(flight.rows):
+            log.warning("claim on %d row(s) lapsed and was taken by another worker; "
+                        "not sending them from here", len(flight.rows) - len(ours))
+        flight.rows = [replace(o, claimed_until=until) for o in flight.rows if o.id in ours]
+        return bool(flight.rows)
+
+    async def _store(self, flight: Flight, write: Callable, *args) -> None:
+        """A store write before any send; if it fails, the claim lapses and the row is
+        tried again (nothing was sent, so nothing can be sent twice)."""
+        try:
+            await asyncio.to_thread(write, *args)
+            flight.phase = "done"
+        except Exception:
+            log.exception("storing the outcome of rows %s failed; they are tried again "
+                          "when their claim lapses", flight.ids)
+
+    async def _store_outcome(self, flight: Flight) -> None:
+        """Store a send's outcome, again and again until it is stored: it was sent, and
+        a row left claimed would be sent a second time once its claim lapsed."""
+        assert flight.delivery is not None
+        tries = 0
+        while True:
+            try:
+                await asyncio.to_thread(self._record, flight.rows, flight.delivery,
+                                        flight.duration)
+                flight.phase = "done"
+                return
+            except Exception as e:
+                tries += 1
+                wait = min(STORE_RETRY_MAX, STORE_RETRY_FIRST * 2 ** (tries - 1))
+                log.error("storing the outcome of a send to %s failed (%s: %s); the send "
+                          "happened, storing again in %gs (try %d)",
+                          flight.rows[0].destination, type(e).__name__, e, wait, tries)
+            await asyncio.sleep(wait)
+            try:  # and keep the claim meanwhile, so nobody sends it again
+                kept = await self._hold(flight, wait + STORE_MARGIN)
+            except Exception:
+                continue  # the store is down: nobody can claim it either
+            if not kept:
+                flight.phase = "done"  # another worker has it now; its outcome is theirs
+                return
+
+    def _compose(self, group: list[Outgoing]) -> Message:
+        """The message for a group of rows, from what was stored (no I/O)."""
         first = group[0]
         msg = Message.from_dict(first.message)
         msg = replace(msg, id=str(first.id), dedup_key=first.dedup_key)
@@ -236,39 +416,64 @@ class OutboxWorker:
             msg = replace(msg, title=f"{len(group)} alarms on {self.config.beamline}",
                           severity=worst, alarms=others,
                           check_ids=tuple(o.check_id or "" for o in group))
+        return msg
+
+    def _thread(self, msg: Message, first: Outgoing) -> Message:
+        """Follow-ups go in the thread of the incident's first message there."""
         if first.kind != "alarm" and first.incident_id:
             ref = self.outbox.sent_ref(first.incident_id, first.receiver, first.destination)
             msg = msg.threaded(ref)
         return msg
 
     def _record(self, group: list[Outgoing], d: Delivery, duration: float) -> None:
+        """One transaction: the attempt, and what follows from it (the next repeat, the
+        hand-over to a fallback), so storing it again after a failure does it once."""
         now = self.clock.now()
         ids = [o.id for o in group]
         first = group[0]
         if d.ok:
+            with self.store.engine.begin() as conn:
+                self.outbox.finish(ids, now, status="sent", ok=True, detail=d.detail or "sent",
+                                   ref=d.ref, duration=duration, conn=conn)
+                if first.kind == "repeat":
+                    self._next_repeat(first, now, conn)
             self.sent += 1
-            self.outbox.finish(ids, now, status="sent", ok=True, detail=d.detail or "sent",
-                               ref=d.ref, duration=duration)
-            if first.kind == "repeat":
-                self._next_repeat(first, now)
             return
-        self.failed += 1
         fallback = self._fallback(first, d, now)
         if d.retry and fallback is None:
             wait = d.retry_after if d.retry_after is not None else backoff(first.attempts)
             self.outbox.finish(ids, now, status="pending", retry=True, detail=d.detail,
                                duration=duration, next_attempt_at=now + wait)
-            return
-        status = "failed"
-        detail = d.detail + (f"; handed over to {fallback}" if fallback else "")
-        self.outbox.finish(ids, now, status=status, retry=d.retry, detail=detail,
-                           duration=duration)
-        if fallback:
-            self._queue_fallback(group, fallback, now)
-        log.warning("notification failed", extra={"destination": first.destination,
-                                                   "detail": d.detail, "ids": ids})
+        elif fallback:
+            with self.store.engine.begin() as conn:
+                self.outbox.finish(ids, now, status="failed", retry=d.retry,
+                                   detail=f"{d.detail}; handed over to {fallback}",
+                                   duration=duration, conn=conn)
+                self._queue_fallback(group, fallback, now, conn)
+            log.warning("notification failed, handed over", extra={
+                "destination": first.destination, "detail": d.detail, "ids": ids})
+        else:
+            self._give_up(group, d.detail, now, retry=d.retry, duration=duration)
+        self.failed += 1
 
-    def _next_repeat(self, row: Outgoing, now: float) -> None:
+    def _retry_later(self, group: list[Outgoing], detail: str, now: float) -> None:
+        """A failure inside beamwatch before the send: an attempt, tried again later."""
+        self.outbox.finish([o.id for o in group], now, status="pending", retry=True,
+                           detail=detail, next_attempt_at=now + backoff(group[0].attempts))
+        self.failed += 1
+
+    def _give_up(self, group: list[Outgoing], detail: str, now: float, *,
+                 retry: bool = False, duration: float | None = None) -> None:
+        """Fail these rows for good, with the reason, as one attempt. The one place a
+        row is given up on: what must happen to a page nobody will get belongs here."""
+        ids = [o.id for o in group]
+        with self.store.engine.begin() as conn:
+            self.outbox.finish(ids, now, status="failed", retry=retry, detail=detail,
+                               duration=duration, conn=conn)
+        log.warning("notification failed for good", extra={
+            "destination": group[0].destination, "detail": detail, "ids": ids})
+
+    def _next_repeat(self, row: Outgoing, now: float, conn=None) -> None:
         every = row.message.get("repeat_every")
         if not every:
             return
@@ -280,7 +485,7 @@ class OutboxWorker:
             "message": {**row.message, "repeat_n": n}, "created_at": now,
             "next_attempt_at": now + every,
             "expires_at": now + 2 * every,
-        }])
+        }], conn)
 
     def _fallback(self, row: Outgoing, d: Delivery, now: float) -> str | None:
         """The person's next destination, if this one is to be given up on."""
@@ -298,11 +503,12 @@ class OutboxWorker:
             DEFAULT_FALLBACK_AFTER
         return later[0] if now - row.created_at >= after else None
 
-    def _queue_fallback(self, group: list[Outgoing], destination: str, now: float) -> None:
+    def _queue_fallback(self, group: list[Outgoing], destination: str, now: float,
+                        conn=None) -> None:
         self.outbox.queue([{
             "dedup_key": f"{o.dedup_key}/fallback/{destination}", "check_id": o.check_id,
             "incident_id": o.incident_id, "kind": o.kind, "receiver": o.receiver,
             "destination": destination, "route": f"fallback from {o.destination}",
             "message": {**o.message, "fallbacks": o.message.get("fallbacks", [])[1:]},
             "created_at": now, "expires_at": o.expires_at,
-        } for o in group])
+        } for o in group], conn)

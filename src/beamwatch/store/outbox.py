@@ -38,15 +38,19 @@ class Outgoing:
     created_at: float
     expires_at: float | None
     transition_id: int | None
+    claimed_until: float | None = None  # with the worker's name, proof the claim is ours
 
 
 def _outgoing(r) -> Outgoing:
     return Outgoing(r["id"], r["dedup_key"], r["check_id"], r["incident_id"], r["kind"],
                     r["receiver"], r["destination"], r["route"], r["message"], r["attempts"],
-                    r["created_at"], r["expires_at"], r["transition_id"])
+                    r["created_at"], r["expires_at"], r["transition_id"], r["claimed_until"])
 
 
 class Outbox:
+    """`lease`: how long a claim holds before the row's send starts; the worker then
+    extends it (`hold`) to cover that destination's worst-case send time."""
+
     def __init__(self, store: Store, worker: str = "worker-1", lease: float = 60.0):
         self.store = store
         self.worker = worker
@@ -120,27 +124,61 @@ class Outbox:
                 select(N.next_attempt_at).where(N.status == "pending")
                 .order_by(N.next_attempt_at).limit(1)).scalar()
 
+    def hold(self, rows: list[Outgoing], until: float) -> list[int]:
+        """Extend our claim on these rows to `until`, just before their send starts.
+        Returns the ids still ours: a row whose claim lapsed and that another worker
+        took since is theirs now, and must not be sent from here as well."""
+        ours: list[int] = []
+        with self.store.engine.begin() as conn:
+            for row in rows:
+                taken = conn.execute(
+                    update(t.notifications)
+                    .where(N.id == row.id, N.status == "sending", N.claimed_by == self.worker,
+                           N.claimed_until == row.claimed_until)
+                    .values(claimed_until=until)).rowcount
+                if taken:
+                    ours.append(row.id)
+        return ours
+
+    def release(self, ids: list[int]) -> int:
+        """Give claimed rows back unsent (the worker is stopping): pending again, due as
+        they were, so the next worker to start sends them at once instead of waiting for
+        the lease to lapse. Rows another worker holds now are left alone."""
+        if not ids:
+            return 0
+        with self.store.engine.begin() as conn:
+            return conn.execute(
+                update(t.notifications)
+                .where(N.id.in_(ids), N.status == "sending", N.claimed_by == self.worker)
+                .values(status="pending", claimed_by=None, claimed_until=None)).rowcount
+
     def finish(self, ids: list[int], now: float, *, status: str, detail: str | None = None,
                ok: bool = False, retry: bool = False, duration: float | None = None,
                next_attempt_at: float | None = None, ref: Any = None,
-               count_attempt: bool = True) -> None:
-        """Record one attempt's outcome for each row (a grouped message covers several)."""
-        with self.store.engine.begin() as conn:
-            for nid in ids:
-                if count_attempt:
-                    conn.execute(insert(t.attempts).values(
-                        notification_id=nid, time=now, ok=ok, retry=retry, detail=detail,
-                        duration=duration))
-                values: dict[str, Any] = {"status": status, "claimed_by": None,
-                                          "claimed_until": None,
-                                          "last_error": None if ok else detail}
-                if count_attempt:
-                    values["attempts"] = N.attempts + 1
-                if ok:
-                    values.update(sent_at=now, ref=ref)
-                if next_attempt_at is not None:
-                    values["next_attempt_at"] = next_attempt_at
-                conn.execute(update(t.notifications).where(N.id == nid).values(**values))
+               count_attempt: bool = True, conn: Connection | None = None) -> None:
+        """Record one attempt's outcome for each row (a grouped message covers several);
+        inside `conn`'s transaction when given, so what follows from it commits with it."""
+        if conn is None:
+            with self.store.engine.begin() as c:
+                self.finish(ids, now, status=status, detail=detail, ok=ok, retry=retry,
+                            duration=duration, next_attempt_at=next_attempt_at, ref=ref,
+                            count_attempt=count_attempt, conn=c)
+            return
+        for nid in ids:
+            if count_attempt:
+                conn.execute(insert(t.attempts).values(
+                    notification_id=nid, time=now, ok=ok, retry=retry, detail=detail,
+                    duration=duration))
+            values: dict[str, Any] = {"status": status, "claimed_by": None,
+                                      "claimed_until": None,
+                                      "last_error": None if ok else detail}
+            if count_attempt:
+                values["attempts"] = N.attempts + 1
+            if ok:
+                values.update(sent_at=now, ref=ref)
+            if next_attempt_at is not None:
+                values["next_attempt_at"] = next_attempt_at
+            conn.execute(update(t.notifications).where(N.id == nid).values(**values))
 
     def sent_ref(self, incident_id: str, receiver: str, destination: str) -> Any:
         """The delivery reference (e.g. Slack channel+ts) of the first alarm message

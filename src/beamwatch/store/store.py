@@ -239,11 +239,15 @@ class Store:
     # -- retention ------------------------------------------------------------------------
 
     def purge(self, before: float) -> dict[str, int]:
-        """Delete log rows older than `before`; alarm states and queued work stay."""
+        """Delete log rows older than `before`; alarm states and queued work stay, and so
+        does every row of an incident not over by `before` (still open, resolved since,
+        or with notifications undelivered): its ack or resolve must still find who was
+        told, and a restart which incidents were paged."""
         with self.engine.begin() as conn:
             done = {
                 "transitions": conn.execute(
-                    delete(t.transitions).where(t.transitions.c.time < before)).rowcount,
+                    delete(t.transitions).where(t.transitions.c.time < before)
+                    .where(_over(t.transitions.c.incident_id, before))).rowcount,
                 "value_history": conn.execute(
                     delete(t.value_history).where(t.value_history.c.minute < int(before // 60))
                 ).rowcount,
@@ -251,6 +255,7 @@ class Store:
                     delete(t.notifications).where(t.notifications.c.created_at < before)
                     .where(t.notifications.c.status.in_(
                         ("sent", "failed", "expired", "folded", "cancelled", "expanded")))
+                    .where(_over(t.notifications.c.incident_id, before))
                 ).rowcount,
                 "commands": conn.execute(
                     delete(t.commands).where(t.commands.c.time < before)
@@ -348,3 +353,13 @@ def _logged_from_row(r) -> LoggedTransition:
 
 def _command(r) -> Command:
     return Command(r["id"], r["time"], r["verb"], r["args"], r["actor"], r["status"], r["result"])
+
+
+def _over(incident_id, before: float):
+    """SQL: this row belongs to no incident, or to one over before `before` (resolved
+    then, or no longer known) with nothing of it still waiting to be delivered."""
+    inc, n = t.incidents.c, t.notifications.c
+    live = select(inc.id).where(inc.resolved.is_(None) | (inc.resolved >= before))
+    waiting = select(n.incident_id).where(n.incident_id.is_not(None),
+                                          n.status.in_(("pending", "sending")))
+    return incident_id.is_(None) | (incident_id.not_in(live) & incident_id.not_in(waiting))
