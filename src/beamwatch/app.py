@@ -20,7 +20,7 @@ from .model import Severity
 from .notify.base import Message
 from .notify.registry import NotifyConfigError, build_registry
 from .notify.worker import OutboxWorker
-from .routing.calendars import load_calendars
+from .routing.calendars import CalendarFeeds
 from .routing.oncall import OnCallResolver
 from .routing.router import Router
 from .sources.base import Source
@@ -60,6 +60,7 @@ class App:
         self.store = Store(self.config.storage.url)
         self.sources = sources if sources is not None else build_sources(self.config)
         self.engine = Engine(self.config, self.sources, self.store, self.clock)
+        self.calendars = CalendarFeeds(self.config, self.config_path.parent, self.clock)
         self.engine.decider = self._decider(self.config)
         self.registry = build_registry(self.config)
         self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock)
@@ -89,7 +90,8 @@ class App:
                        asyncio.create_task(self.worker.run(self._stop)),
                        asyncio.create_task(self._every(VALUES_EVERY, self.engine.flush_values)),
                        asyncio.create_task(self._every(BEAT_EVERY, self._beat)),
-                       asyncio.create_task(self._every(PURGE_EVERY, self._purge))]
+                       asyncio.create_task(self._every(PURGE_EVERY, self._purge)),
+                       asyncio.create_task(self.calendars.run(self._stop))]  # off the loop
         log.info("running", extra={"checks": len(self.config.checks),
                                    "beamline": self.config.beamline})
         await self._beat()
@@ -181,10 +183,8 @@ class App:
     def _decider(self, config: Config, previous: Decider | None = None) -> Decider:
         """Routing, on-call (with calendars) and the noise stages for one config. On a
         reload the running noise state (incidents, mode, silences) carries over."""
-        calendars, problems = load_calendars(config, self.config_path.parent)
-        for team, problem in problems.items():
-            log.warning("calendar of team %s unusable: %s", team, problem)
-        router = Router(config, OnCallResolver(config, calendars, problems))
+        feeds = self.calendars.configure(config, self.config_path.parent)  # read in the background
+        router = Router(config, OnCallResolver(config, feeds=feeds))
         noise = Noise.from_config(config, self.clock.now(), getattr(previous, "noise", None),
                                   same_modes=config.modes == self.config.modes)
         decider = Decider(config, router, noise, sample_of=self.engine.sample_of,

@@ -266,6 +266,7 @@ class TeamConfig(Strict):
     members: list[Id] = Field(min_length=1)
     rota: RotaConfig | None = None
     ical: str | None = None  # an iCalendar file or URL whose events name the person on call
+    ical_refresh: Duration = 900.0  # how often a running engine reads the feed again
     overrides: list[OverrideConfig] = []
 
 

@@ -17,7 +17,7 @@ from ..config import Config, ConfigError, load_config
 from ..config.types import format_duration
 from ..model import Severity
 from ._time import iso, parse_at, show
-from .calendars import load_calendars
+from .calendars import CalendarFeeds
 from .escalation import plan
 from .oncall import OnCallResolver
 from .router import Router, UnknownCheck
@@ -41,10 +41,13 @@ def _load(path: Path) -> tuple[Config, OnCallResolver]:
         for issue in e.issues:
             typer.echo(str(issue), err=True)
         raise typer.Exit(2) from None
-    calendars, errors = load_calendars(cfg, path.parent)
-    for team, why in errors.items():
-        typer.echo(f"beamwatch: warning: team {team}: {why}", err=True)
-    return cfg, OnCallResolver(cfg, calendars, errors)
+    # the copy on disk that a running engine keeps is the fallback when a feed fails now
+    resolver = OnCallResolver(cfg, feeds=CalendarFeeds(cfg, path.parent).read_now())
+    for team, feed in resolver.feeds.feeds.items():
+        if feed.error:
+            why = resolver.stale_note(team) or feed.error
+            typer.echo(f"beamwatch: warning: team {team}: {why}", err=True)
+    return cfg, resolver
 
 
 def _at(text: str, cfg: Config) -> float:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..config.schema import Config, OverrideConfig, PersonConfig, RotaConfig, TeamConfig
 from ..config.types import format_duration
 from ._time import epoch_to_local, iso, local_to_epoch, show, to_epoch, zone
+from .calendars import CalendarHolder, Feed, without_secrets
 
 if TYPE_CHECKING:  # pragma: no cover
     import icalendar
@@ -275,13 +276,15 @@ class OnCallResolver:
     def __init__(self, config: Config,
                  calendars: Mapping[str, icalendar.Calendar] | None = None,
                  calendar_errors: Mapping[str, str] | None = None,
-                 horizon: float = HORIZON):
+                 horizon: float = HORIZON, *, feeds: CalendarHolder | None = None):
+        """`feeds`: the holder a running engine's refresher keeps current (read at
+        each question); else `calendars` and `calendar_errors`, read once."""
         self.config = config
         self.horizon = horizon
-        self.calendar_errors = dict(calendar_errors or {})
-        people = PeopleIndex(config.people)
+        self.feeds = feeds or CalendarHolder.of(config, calendars, calendar_errors)
+        self._people = PeopleIndex(config.people)
+        self._expanded: dict[str, tuple[Feed, CalendarRota]] = {}
         self.rotas: dict[str, Rota] = {}
-        self.calendars: dict[str, CalendarRota] = {}
         self.tzname: dict[str, str] = {}
         for name, team in config.teams.items():
             tzname = (team.rota.timezone if team.rota and team.rota.timezone
@@ -289,9 +292,38 @@ class OnCallResolver:
             self.tzname[name] = tzname
             if team.rota:
                 self.rotas[name] = Rota.from_config(team.rota, config.timezone)
-            cal = (calendars or {}).get(name)
-            if team.ical and cal is not None:
-                self.calendars[name] = CalendarRota(cal, people, zone(tzname), team.members)
+
+    @property
+    def calendar_errors(self) -> dict[str, str]:
+        return {t: f.error for t, f in self.feeds.feeds.items() if f.error}
+
+    @property
+    def calendars(self) -> dict[str, CalendarRota]:
+        """The expanded calendar of each team whose feed has one now."""
+        return {t: cal for t in self.config.teams if (cal := self._calendar(t)) is not None}
+
+    def _calendar(self, team: str) -> CalendarRota | None:
+        """The team's current feed, expanded once per copy read."""
+        feed = self.feeds.get(team)
+        cfg = self.config.teams.get(team)
+        if feed is None or feed.calendar is None or cfg is None or not cfg.ical:
+            return None
+        seen = self._expanded.get(team)
+        if seen is None or seen[0].calendar is not feed.calendar:
+            seen = (feed, CalendarRota(feed.calendar, self._people, zone(self.tzname[team]),
+                                       cfg.members))
+            self._expanded[team] = seen
+        return seen[1]
+
+    def stale_note(self, team: str) -> str:
+        """'calendar … stale since …' when the team's latest read failed and an older
+        copy is in use, else ''."""
+        feed = self.feeds.get(team)
+        if feed is None or not feed.stale:
+            return ""
+        text = (f"calendar {feed.source} stale since {show(feed.read_at, self.tzname[team])}"
+                f": {feed.error}")
+        return without_secrets(text, feed.source)
 
     @property
     def teams(self) -> list[str]:
@@ -322,17 +354,20 @@ class OnCallResolver:
             return override, ""
         notes: list[str] = []
         if cfg.ical:
-            cal = self.calendars.get(team)
+            cal = self._calendar(team)
             if cal is None:
-                why = self.calendar_errors.get(team, "not loaded")
+                feed = self.feeds.get(team)
+                why = feed.error if feed is not None and feed.error else "not loaded yet"
                 notes.append(f"calendar {cfg.ical} unavailable: {why}")
             else:
+                if stale := self.stale_note(team):
+                    notes.append(stale)
                 try:
                     shift, note = cal.shift_at(t)
                 except Exception as e:  # noqa: BLE001 - a feed must never stop routing
                     shift, note = None, f"; cannot expand it: {type(e).__name__}: {e}"
                 if shift is not None:
-                    return shift, note.lstrip("; ")
+                    return shift, "; ".join([*notes, note.lstrip("; ")]).strip("; ")
                 notes.append(f"no event in calendar {cfg.ical} names anyone at this time"
                              + note)
         rota = self.rotas.get(team)
@@ -355,9 +390,9 @@ class OnCallResolver:
                     out.add(b)
         if team in self.rotas:
             out.update(self.rotas[team].handovers_after(t, until))
-        if team in self.calendars:
+        if (cal := self._calendar(team)) is not None:
             try:
-                out.update(self.calendars[team].boundaries_after(t, until))
+                out.update(cal.boundaries_after(t, until))
             except Exception:  # noqa: BLE001 - shift_at already says what is wrong
                 pass
         return sorted(out)
