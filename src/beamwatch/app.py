@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from .api import service
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, load_config
 from .engine.decide import Decider
@@ -110,6 +111,7 @@ class App:
         paged = await self.engine.write(self.worker.outbox.paged, ids)
         self.engine.queue_rows(self.engine.decider.restore(incidents, paged, now, last))
         await self.sync_noise()
+        await self.apply_commands()  # queued while no engine ran: on the state people saw
         await self.engine.start()
         await self.engine.flush()
 
@@ -263,6 +265,9 @@ class App:
                                     self.clock.now())
 
     def _apply(self, cmd) -> tuple[str, str]:
+        if expired := service.expired_command(cmd, self.clock.now()):
+            log.warning("command %d not applied: %s", cmd.id, expired)
+            return "expired", expired
         if cmd.verb == "ack":
             check_id = cmd.args.get("check_id", "")
             try:

@@ -192,15 +192,19 @@ def ack(
     = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Acknowledge a check's alarm (stops repeats; a latched alarm clears if OK now)."""
+    """Acknowledge a check's alarm (stops repeats; a latched alarm clears if OK now).
+
+    The running engine applies it. With no engine running the ack is queued (exit 0)
+    and applied when `beamwatch run` starts, if within 24 h."""
     from .api import service
 
     cfg = config_or_exit(config)
     result = service.acknowledge(cfg, open_store(cfg), check_id, who or getpass.getuser())
     if as_json:
-        print(json.dumps({"ok": result.ok, "message": result.message, "queued": result.queued}))
+        print(json.dumps({"ok": result.ok, "message": result.message, "queued": result.queued,
+                          "engine_running": result.engine_running}))
     else:
-        (out if result.ok else err).print(result.message, markup=False)
+        (out if result.ok else err).print(result.message, markup=False, soft_wrap=True)
     raise typer.Exit(0 if result.ok else 2)
 
 

@@ -69,6 +69,14 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+BEAMLINE = {"temp-1", "temp-2", "temp-3", "shutter"}
+
+
+def beamline_messages(hook) -> list[dict]:
+    """What the hook got about the test's checks (not beamwatch's own, beamwatch.*)."""
+    return [m for m in hook.got if set(m["check_ids"]) & BEAMLINE]
+
+
 def delivered(hook) -> list[str]:
     return sorted(cid for m in hook.got for cid in m["check_ids"])
 
@@ -106,7 +114,7 @@ def test_kill_9_between_decision_and_delivery_delivers_each_exactly_once(
     box = Outbox(store)
     proc = start(cfg, ioc)
     try:
-        wait_for(lambda: len(store.latest()) == 4, what="all PVs connected")
+        wait_for(lambda: BEAMLINE <= set(store.latest()), what="all PVs connected")
         for i in (1, 2, 3):
             ioc.command(f"dbpf {ioc.pv(f'T{i}')} 20")
         # decided and stored, each tried once against a server that refuses
@@ -131,13 +139,15 @@ def test_kill_9_between_decision_and_delivery_delivers_each_exactly_once(
 
 
 def test_latched_and_acked_state_survive_a_restart(tmp_path, ioc_factory, hook):
+    """The ack given while no engine runs waits in the queue (nothing else writes alarm
+    state) and is applied, on the restored latched alarm, when `beamwatch run` starts."""
     hook.up = True
     ioc = ioc_factory(DB)
     cfg = write_config(tmp_path, ioc, hook.url)
     store = Store(f"sqlite:///{tmp_path / 'bw.db'}")
     proc = start(cfg, ioc)
     try:
-        wait_for(lambda: len(store.latest()) == 4, what="all PVs connected")
+        wait_for(lambda: BEAMLINE <= set(store.latest()), what="all PVs connected")
         ioc.command(f"dbpf {ioc.pv('SHTR')} 1")
         wait_for(lambda: store.state("shutter") and store.state("shutter").severity > 0,
                  what="shutter alarm")
@@ -147,22 +157,41 @@ def test_latched_and_acked_state_survive_a_restart(tmp_path, ioc_factory, hook):
         proc.communicate(timeout=20)
         assert proc.returncode == 0
 
-        proc = start(cfg, ioc)
         status = json.loads(cli(cfg, "status", "--json").stdout)
         [shutter] = [c for c in status["checks"] if c["id"] == "shutter"]
         assert (shutter["severity"], shutter["current"]) == ("MAJOR", "OK")  # still latched
+        wait_for(lambda: not json.loads(cli(cfg, "status", "--json").stdout)["engine_running"],
+                 timeout=30, what="the stopped engine's heartbeat to go stale")
+        done = cli(cfg, "ack", "shutter", "--as", "ana")
+        assert done.returncode == 0, done
+        assert done.stdout.startswith("no engine is running; the ack is queued and will be "
+                                      "applied when `beamwatch run` starts"), done
+        assert store.state("shutter").severity > 0  # queued, not written behind anyone
+
+        proc = start(cfg, ioc)
+        wait_for(lambda: any(m["kind"] == "ack" for m in beamline_messages(hook)),
+                 what="ack applied at start")
+        assert store.state("shutter").severity == 0  # latched alarm cleared by the ack
+
+        # with the engine running the ack is applied at once and its answer printed
+        ioc.command(f"dbpf {ioc.pv('T1')} 20")
+        wait_for(lambda: store.state("temp-1") and store.state("temp-1").severity > 0,
+                 what="temp-1 alarm")
         wait_for(lambda: json.loads(cli(cfg, "status", "--json").stdout)["engine_running"],
                  what="engine heartbeat")
-        done = cli(cfg, "ack", "shutter", "--as", "ana")
-        assert done.returncode == 0 and "acknowledged shutter" in done.stdout, done
-        assert store.state("shutter").severity == 0  # latched alarm cleared by the ack
-        wait_for(lambda: any(m["kind"] == "ack" for m in hook.got), what="ack announced")
+        done = cli(cfg, "ack", "temp-1", "--as", "ben")
+        assert done.returncode == 0 and done.stdout.strip() == "acknowledged temp-1", done
+        assert store.state("temp-1").acked_by == "ben"
+        wait_for(lambda: [m["kind"] for m in beamline_messages(hook)].count("ack") == 2,
+                 what="second ack announced")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
-    [ack] = [m for m in hook.got if m["kind"] == "ack"]
-    assert ack["actor"] == "ana"
-    assert [m["kind"] for m in hook.got].count("alarm") == 1
+    acks = [m for m in beamline_messages(hook) if m["kind"] == "ack"]
+    assert [(m["check_ids"], m["actor"]) for m in acks] == [(["shutter"], "ana"),
+                                                          (["temp-1"], "ben")]
+    kinds = [m["kind"] for m in beamline_messages(hook)]
+    assert kinds.count("alarm") == 2  # shutter, then temp-1: each once
 
 
 def test_dead_ioc_is_disconnected_after_grace_and_recovers(tmp_path, ioc_factory, hook):
@@ -172,7 +201,7 @@ def test_dead_ioc_is_disconnected_after_grace_and_recovers(tmp_path, ioc_factory
     store = Store(f"sqlite:///{tmp_path / 'bw.db'}")
     proc = start(cfg, ioc)
     try:
-        wait_for(lambda: len(store.latest()) == 4, what="all PVs connected")
+        wait_for(lambda: BEAMLINE <= set(store.latest()), what="all PVs connected")
         ioc.kill()
         killed = time.monotonic()
         wait_for(lambda: store.state("temp-1") and store.state("temp-1").severity == 3,

@@ -188,7 +188,7 @@ async def test_retention_purges_old_log_rows_only(setup):
     await engine.stop()
 
 
-def test_status_worst_first_and_offline_ack(setup):
+def test_status_worst_first_and_ack_without_an_engine_is_queued(setup):
     config, store, source, clock = setup
 
     async def scenario():
@@ -203,6 +203,8 @@ def test_status_worst_first_and_offline_ack(setup):
     assert [r.id for r in rows] == ["fe-shutter", "dcm-temp", "ring-current"]
     assert rows[0].severity == "MAJOR" and "value != 'Open'" in rows[0].message
     result = service.acknowledge(config, store, "fe-shutter", "ben", now=clock.now())
-    assert result.ok and "stored directly" in result.message
-    assert store.load_states()["fe-shutter"].acked_by == "ben"
+    assert result.ok and result.queued and "no engine is running" in result.message
+    assert store.load_states()["fe-shutter"].acked is False  # the engine applies it
+    [cmd] = store.queued_commands()
+    assert (cmd.verb, cmd.args, cmd.actor) == ("ack", {"check_id": "fe-shutter"}, "ben")
     assert not service.acknowledge(config, store, "nope", "ben").ok

@@ -12,10 +12,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import timefmt
 from ..config.schema import Config
-from ..engine.alarm import AlarmLogic
 from ..model import AlarmState, Severity, json_value, value_text
-from ..store import Store
+from ..store import Command, Store
 
 ENGINE_ALIVE_WITHIN = 15.0  # seconds since the last heartbeat
 
@@ -102,19 +102,27 @@ def engine_alive(store: Store, now: float | None = None) -> bool:
 class CommandResult:
     ok: bool
     message: str
-    queued: bool = False
+    queued: bool = False  # accepted, not applied yet
+    engine_running: bool = True
+
+
+ENGINE_NOT_RUNNING = ("no engine is running; the ack is queued and will be applied when "
+                      "`beamwatch run` starts")
+# A queued command older than this is dropped, not applied: whoever sent it saw a
+# beamline that may be long gone (the alarm cleared and a new one is nobody's ack).
+COMMAND_EXPIRES = {"ack": 86400.0}
 
 
 def acknowledge(config: Config, store: Store, check_id: str, who: str,
                 wait: float = 10.0, now: float | None = None) -> CommandResult:
-    """Acknowledge a check's alarm. With the engine running the command is queued
-    and applied by it (so its memory and the log agree); without, it is applied
-    to the stored state directly."""
+    """Acknowledge a check's alarm. The command is only ever queued: the engine applies
+    it, so its memory, the stored state and the announcement agree. Nothing here writes
+    alarm state, because an engine that is merely slow would overwrite it unannounced."""
     if check_id not in config.check_ids:
         return CommandResult(False, f"unknown check '{check_id}'")
     now = time.time() if now is None else now
     if not engine_alive(store, now):
-        return _acknowledge_offline(config, store, check_id, who, now)
+        return _queue_for_later(store, check_id, who, now)
     cmd_id = store.queue_command("ack", {"check_id": check_id}, who, now)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -122,21 +130,34 @@ def acknowledge(config: Config, store: Store, check_id: str, who: str,
         if cmd and cmd.status != "queued":
             return CommandResult(cmd.status == "done", cmd.result or "")
         time.sleep(0.1)
-    return CommandResult(True, "queued: the engine has not applied it yet", queued=True)
+    return CommandResult(True, f"queued: the engine has not applied it within {wait:g}s; it "
+                               "will when it catches up", queued=True)
 
 
-def _acknowledge_offline(config: Config, store: Store, check_id: str, who: str,
-                         now: float) -> CommandResult:
-    cfg = config.check(check_id)
+def _queue_for_later(store: Store, check_id: str, who: str, now: float) -> CommandResult:
+    """No engine: say what the stored state already answers, else queue the ack once."""
     state = store.load_states().get(check_id)
     if state is None or state.severity == Severity.OK:
-        return CommandResult(True, f"{check_id} has nothing to acknowledge")
-    logic = AlarmLogic(check_id, cfg.for_, cfg.latch, state)
-    transitions = logic.acknowledge(who, now)
-    if not transitions:
-        return CommandResult(True, f"{check_id} is already acknowledged")
-    store.record([(tr, logic.state) for tr in transitions])
-    return CommandResult(True, f"acknowledged {check_id} (engine not running: stored directly)")
+        return CommandResult(True, f"{check_id} has nothing to acknowledge",
+                             engine_running=False)
+    if state.acked:
+        return CommandResult(True, f"{check_id} is already acknowledged by {state.acked_by}",
+                             engine_running=False)
+    if any(c.verb == "ack" and c.args.get("check_id") == check_id
+           for c in store.queued_commands()):
+        return CommandResult(True, f"{ENGINE_NOT_RUNNING} (an ack of {check_id} was already "
+                                   "queued)", queued=True, engine_running=False)
+    store.queue_command("ack", {"check_id": check_id}, who, now)
+    return CommandResult(True, ENGINE_NOT_RUNNING, queued=True, engine_running=False)
+
+
+def expired_command(cmd: Command, now: float) -> str | None:
+    """Why a queued command is too old to apply, or None to apply it."""
+    limit = COMMAND_EXPIRES.get(cmd.verb)
+    if limit is None or now - cmd.time <= limit:
+        return None
+    return (f"dropped: {cmd.verb} queued by {cmd.actor} {timefmt.ago(cmd.time, now)} ago, "
+            f"more than {limit / 3600:g}h before the engine could apply it")
 
 
 def load_report(config: Config, store: Store, since: float, until: float | None = None):
