@@ -17,6 +17,7 @@ from .config import Config, ConfigError, load_config
 from .engine.decide import Decider
 from .engine.engine import Engine
 from .engine.noise import Noise
+from .health import SelfMonitor
 from .model import Severity
 from .notify.base import Message
 from .notify.registry import NotifyConfigError, build_registry
@@ -59,7 +60,7 @@ class App:
         self.clock = clock or SystemClock()
         self.config = config if config is not None else load_config(self.config_path)
         self.store = Store(self.config.storage.url)
-        self.sources = sources if sources is not None else build_sources(self.config)
+        self.sources = dict(sources) if sources is not None else build_sources(self.config)
         self.engine = Engine(self.config, self.sources, self.store, self.clock)
         self.calendars = CalendarFeeds(self.config, self.config_path.parent, self.clock)
         self.engine.decider = self._decider(self.config)
@@ -68,6 +69,8 @@ class App:
         self.noise_store = NoiseStore(self.store)
         self.engine.save_incidents = self.noise_store.save_incidents
         self.engine.on_committed = self.worker.wake
+        self.monitor = SelfMonitor(self.config, self.engine, self.clock)  # beamwatch.* checks
+        self.sources.setdefault(self.monitor.source.name, self.monitor.source)
         self.started = self.clock.now()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -92,7 +95,8 @@ class App:
                        asyncio.create_task(self._every(VALUES_EVERY, self.engine.flush_values)),
                        asyncio.create_task(self._every(BEAT_EVERY, self._beat)),
                        asyncio.create_task(self._every(PURGE_EVERY, self._purge)),
-                       asyncio.create_task(self.calendars.run(self._stop))]  # off the loop
+                       asyncio.create_task(self.calendars.run(self._stop)),  # off the loop
+                       *self.monitor.tasks()]
         log.info("running", extra={"checks": len(self.config.checks),
                                    "beamline": self.config.beamline})
         await self._beat()
@@ -171,6 +175,7 @@ class App:
     async def step(self) -> None:
         """One tick and everything it leads to, delivered: what `run` does each second,
         callable by hand with a fake clock (the acceptance tests drive time this way)."""
+        self.monitor.poll()
         await self._tick()
         await self.engine.flush()
         while await self.worker.run_once():
@@ -179,6 +184,7 @@ class App:
 
     async def close(self) -> None:
         await self.engine.stop()
+        await self.monitor.aclose()
         await self.registry.aclose()
         self.store.close()
 
@@ -237,6 +243,7 @@ class App:
         old_registry = self.registry
         self.registry = registry
         self.worker.reconfigure(config, registry)
+        self.monitor.reconfigure(config)
         asyncio.ensure_future(old_registry.aclose())
         log.warning("config reloaded: %s", {k: len(v) for k, v in report.items()})
 

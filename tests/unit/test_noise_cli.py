@@ -139,7 +139,7 @@ def test_silence_defaults_to_the_login_name(run, cfg, monkeypatch):
      "'fe-vacum' is not a configured check (did you mean fe-vacuum?)"),
     (["group=vacum", "--for", "2h", "-r", "x"], "no check has group 'vacum'"),
     (["group=~nothing", "--for", "2h", "-r", "x"],
-     "matches none of the 4 configured checks: fe-vacuum, fe-shutter, dcm-temp, dcm-flow"),
+     "matches none of the 11 configured checks: fe-vacuum, fe-shutter, dcm-temp, dcm-flow"),
     (["group=~.*", "--for", "2h", "-r", "x"], "would silence every alarm"),
     (["fe-vacuum", "--for", "2h"], "a silence needs a reason"),
     (["fe-vacuum", "-r", "x"], "say how long (for 2h) or until when (until 14:00)"),

@@ -334,7 +334,8 @@ class _Plan:
         # one feed per address: checks sharing a PV share its samples
         feeds: dict[tuple[str, str], list[CheckConfig]] = {}
         for c in config.checks:
-            feeds.setdefault((c.source or "ca", c.pv or ""), []).append(c)
+            if c.internal is None:  # beamwatch's own health is not a log to replay
+                feeds.setdefault((c.source or "ca", c.pv or ""), []).append(c)
         for (_source, address), checks in feeds.items():
             plan._feed(store, address, checks, by_check, latest)
         for tr in (tr for trs in by_check.values() for tr in trs):

@@ -69,6 +69,8 @@ class Check:
         cfg = self.config
         sample = inp.sample
         if sample is None:
+            if cfg.internal is not None:  # beamwatch itself not sampled (no `run`): no opinion
+                return None
             if now - inp.started < cfg.disconnect_grace:
                 return None
             return Evaluation(Severity.INVALID, "no value received since start", None, now)
@@ -108,6 +110,8 @@ class Check:
         severity, text = max(verdicts, key=lambda v: v[0], default=(Severity.OK, ""))
         if severity == Severity.OK:
             text = f"OK ({_text(value)})"
+        if self.config.internal is not None and sample.note:  # an InternalSample says why
+            text = f"{text}: {sample.note}"
         return Evaluation(severity, text, value, now)
 
     def _thresholds(self, value: float, previous: Severity) -> tuple[Severity, str]:

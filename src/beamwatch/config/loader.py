@@ -19,7 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
 
-from .schema import CheckConfig, Config, RouteConfig
+from .schema import INTERNAL_CHECKS, CheckConfig, Config, RouteConfig
 
 Path_ = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -189,10 +189,20 @@ def _parse_fast(text: str, file: str, env: dict[str, str], base: Path | None) ->
     config, _, issues = _validate(data, file, pos)
     if config is None or issues or _duplicate_ids(data, file, pos):
         return None
-    config = _relative_paths(config, base)
+    config = _relative_paths(with_internal_checks(config), base)
     from .crossref import cross_check
 
     return None if cross_check(config, _raw_check_ids(data)) else config
+
+
+def with_internal_checks(config: Config) -> Config:
+    """The built-in `beamwatch.*` checks after the user's, unless `monitor: {checks: false}`;
+    a check the user declares with the same id replaces the built-in one."""
+    if not config.monitor.checks:
+        return config
+    declared = set(config.check_ids)
+    extra = [CheckConfig.model_validate(c) for c in INTERNAL_CHECKS if c["id"] not in declared]
+    return config.model_copy(update={"checks": [*config.checks, *extra]}) if extra else config
 
 
 def _relative_paths(config: Config, base: Path | None) -> Config:
@@ -233,7 +243,7 @@ def _parse_with_positions(text: str, file: str, env: dict[str, str],
     config, index_maps, section_issues = _validate(data, file, pos)
     issues += section_issues + _duplicate_ids(data, file, pos)
     if config is not None:
-        config = _relative_paths(config, base)
+        config = _relative_paths(with_internal_checks(config), base)
         from .crossref import cross_check
 
         for path, message in cross_check(config, _raw_check_ids(data)):
@@ -301,7 +311,10 @@ def _raw_check_ids(data: dict) -> set[str]:
 
 def _original_path(path: Path_, index_maps: dict[str, list[int]]) -> Path_:
     if len(path) >= 2 and path[0] in index_maps and isinstance(path[1], int):
-        return (path[0], index_maps[path[0]][path[1]], *path[2:])
+        kept = index_maps[path[0]]
+        if path[1] >= len(kept):  # a built-in check (after the user's): no line of its own
+            return (path[0],)
+        return (path[0], kept[path[1]], *path[2:])
     return path
 
 

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from .types import Duration, SecretValue
+from .types import Duration, Secret, SecretValue
 
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
 # Ids end up in store columns and in notification keys built from several of them
@@ -130,6 +130,71 @@ class ModeConditions(Strict):
     severity: AlarmSeverityName | None = None
 
 
+# --- beamwatch's own health (internal checks, the outbound heartbeat) ----------------
+
+INTERNAL_SOURCE = "internal"
+INTERNAL_PREFIX = "beamwatch."
+INTERNAL_GROUP = "beamwatch"
+# metric -> what its value is (the docs and `beamwatch check` say the same)
+INTERNAL_METRICS: dict[str, str] = {
+    "store": "seconds the store has been failing or not answering (0: writable)",
+    "quarantine": "rows the store refused for good in the last hour",
+    "outbox": "seconds the oldest due notification has waited undelivered",
+    "delivery": "notifications that failed permanently in the last hour",
+    "ca": "percent of Channel Access channels disconnected",
+    "loop": "event-loop lag in seconds (the worst of the last few seconds)",
+    "samples": "seconds since the last sample from any Channel Access source",
+}
+# the built-in checks, added unless the config declares the same id or turns them off
+INTERNAL_CHECKS: tuple[dict[str, Any], ...] = (
+    {"id": "beamwatch.store", "name": "beamwatch store writable", "above": {"major": 30}},
+    {"id": "beamwatch.quarantine", "name": "beamwatch rows quarantined",
+     "above": {"minor": 0}},
+    {"id": "beamwatch.outbox", "name": "beamwatch outbox moving",
+     "above": {"minor": 120, "major": 600}},
+    {"id": "beamwatch.delivery", "name": "beamwatch permanent delivery failures",
+     "above": {"minor": 0}},
+    {"id": "beamwatch.ca", "name": "beamwatch CA channels connected", "above": {"major": 50},
+     "for": "30s"},
+    {"id": "beamwatch.loop", "name": "beamwatch event loop on time",
+     "above": {"minor": 1, "major": 5}, "for": "10s"},
+    # shown, not alarmed, by default: CA sends a PV only when it changes, so minutes with
+    # no sample are normal on a quiet beamline; a busy one sets e.g. above: {major: 300}
+    {"id": "beamwatch.samples", "name": "beamwatch samples arriving"},
+)
+
+
+def _http_url(v: Secret | None) -> Secret | None:
+    if v is not None and not v.get().startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")  # never echo a secret
+    return v
+
+
+HttpSecret = Annotated[SecretValue, AfterValidator(_http_url)]
+
+
+class HeartbeatConfig(Strict):
+    """A dead-man's switch: GET `url` every `every` while beamwatch is healthy
+    (Healthchecks, Uptime Kuma push monitors); `fail_url` instead while it is not."""
+
+    url: HttpSecret
+    every: Duration = 60.0
+    timeout: Duration = 10.0
+    fail_url: HttpSecret | None = None
+
+    @field_validator("every", "timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be more than 0s")
+        return v
+
+
+class MonitorConfig(Strict):
+    checks: bool = True  # add the built-in beamwatch.* checks (INTERNAL_CHECKS)
+    heartbeat: HeartbeatConfig | None = None
+
+
 class CheckConfig(Strict):
     id: Id
     name: str | None = None
@@ -139,6 +204,7 @@ class CheckConfig(Strict):
     # inputs: exactly one
     pv: str | None = None
     source: str | None = None  # a named source; defaults to "ca" for pv:
+    internal: str | None = None  # one of beamwatch's own health metrics (INTERNAL_METRICS)
     # conditions
     above: Levels | None = None
     below: Levels | None = None
@@ -166,6 +232,13 @@ class CheckConfig(Strict):
         data.update(override.model_dump(exclude_none=True))
         return CheckConfig.model_validate(data)
 
+    def _internal_consistent(self) -> None:
+        if self.source is not None:
+            raise ValueError("source: is for pv: checks; internal: checks read beamwatch itself")
+        if not self.id.startswith(INTERNAL_PREFIX):
+            raise ValueError(f"an internal: check's id starts with '{INTERNAL_PREFIX}' "
+                             f"(e.g. {INTERNAL_PREFIX}{self.internal})")
+
     @property
     def depends_on_ids(self) -> list[str]:
         """Every id or group reference named in depends_on, flattened."""
@@ -178,10 +251,51 @@ class CheckConfig(Strict):
     def title(self) -> str:
         return self.name or self.id
 
+    @property
+    def input_source(self) -> str:
+        """The source that feeds this check: `internal` for beamwatch's own health."""
+        return INTERNAL_SOURCE if self.internal else (self.source or "ca")
+
+    @property
+    def input_address(self) -> str:
+        """What the source watches for it: the PV name, or the internal metric."""
+        return self.pv or self.internal or ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _internal_defaults(cls, data: Any) -> Any:
+        """`- {id: beamwatch.outbox, above: {major: 300}}` overrides a built-in check
+        without repeating its input; internal checks are in group `beamwatch`."""
+        if not isinstance(data, dict):
+            return data
+        cid = data.get("id")
+        if isinstance(cid, str) and cid.startswith(INTERNAL_PREFIX) and "pv" not in data \
+                and "internal" not in data and cid[len(INTERNAL_PREFIX):] in INTERNAL_METRICS:
+            data = {**data, "internal": cid[len(INTERNAL_PREFIX):]}
+        if data.get("internal") is not None and "group" not in data:
+            data = {**data, "group": INTERNAL_GROUP}
+        return data
+
+    @field_validator("internal")
+    @classmethod
+    def _known_metric(cls, v: str | None) -> str | None:
+        if v is not None and v not in INTERNAL_METRICS:
+            raise ValueError(f"unknown internal metric '{v}' (known: "
+                             f"{', '.join(INTERNAL_METRICS)})")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> CheckConfig:
-        if self.pv is None:
-            raise ValueError("a check needs an input: pv: NAME (Channel Access)")
+        if self.pv is None and self.internal is None:
+            raise ValueError("a check needs an input: pv: NAME (Channel Access) or "
+                             "internal: METRIC (beamwatch's own health)")
+        if self.pv is not None and self.internal is not None:
+            raise ValueError("give exactly one input: pv: or internal:")
+        if self.internal is not None:
+            self._internal_consistent()
+        if self.pv is not None and self.id.startswith(INTERNAL_PREFIX):
+            raise ValueError(f"ids starting with '{INTERNAL_PREFIX}' are for beamwatch's own "
+                             "checks (internal: METRIC)")
         if self.pv is not None and not self.pv.strip():
             raise ValueError("pv: the PV name is empty")
         if self.above and self.above.minor is not None and self.above.major is not None:
@@ -391,6 +505,7 @@ class Config(Strict):
     # channel fails for good: a page goes somewhere, with the error, never nowhere
     fallback: list[Receiver] = []
     noise: NoiseConfig = NoiseConfig()
+    monitor: MonitorConfig = MonitorConfig()  # beamwatch's own health: checks, heartbeat
     templates: str | None = None  # a folder of Jinja2 templates overriding the defaults
 
     @field_validator("timezone")

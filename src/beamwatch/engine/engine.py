@@ -118,8 +118,8 @@ class Engine:
     def _runtime(self, cfg: CheckConfig, ids: CheckNames, state: AlarmState | None,
                  now: float) -> Runtime:
         logic = AlarmLogic(cfg.id, cfg.for_, cfg.latch, state)
-        return Runtime(Check(cfg, ids), logic, CheckInput(started=now), address=cfg.pv or "",
-                       source=cfg.source or "ca")
+        return Runtime(Check(cfg, ids), logic, CheckInput(started=now),
+                       address=cfg.input_address, source=cfg.input_source)
 
     def _index(self) -> None:
         self.by_address = {}
@@ -147,6 +147,8 @@ class Engine:
 
     async def start(self) -> None:
         for name, addrs in self.addresses().items():
+            if name == "internal" and name not in self.sources:
+                continue  # no self-monitor (an engine outside `run`): those checks wait
             src = self.sources[name]
             src.subscribe(sorted(addrs))
             await src.start(self.source_sink(name))
