@@ -118,7 +118,8 @@ def test_route_json(cli):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--check", "nope"], "beamwatch: unknown check 'nope' (checks: fe-vacuum, dcm-temp, beamwatch.store"),
+    (["--check", "nope"],
+     "beamwatch: unknown check 'nope' (checks: fe-vacuum, dcm-temp, beamwatch.store"),
     (["--check", "fe-vacuum", "--severity", "loud"],
      "beamwatch: --severity: 'loud' is not one of minor, major, invalid, ok"),
     (["--check", "fe-vacuum", "--mode", "beamtime"],

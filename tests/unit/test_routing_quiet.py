@@ -117,7 +117,7 @@ def test_the_router_holds_people_in_quiet_hours_and_says_why(cfg):
     lines = result.explain()
     assert "not told now:" in lines
     assert ("  person ana: quiet hours 22:00–07:00 Europe/London: only MAJOR and worse, "
-            "this is MINOR  <- routes[0] person:ana") in lines
+            "this is MINOR; offered again 2026-01-11 07:00 GMT  <- routes[0] person:ana") in lines
     major = Router(cfg).route("c1", "major", night, "user")
     assert [(r.name, r.destinations, r.quiet) for r in major.recipients] == [
         ("ana", ("signal",), True), ("carl", ("whatsapp", "email"), True),
