@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..checks.evaluate import Check, CheckInput
@@ -24,8 +24,10 @@ from ..config.schema import CheckConfig, Config
 from ..model import AlarmState, Evaluation, Sample, Severity, Transition
 from ..sources.base import Source
 from ..store import LatestValue, Store
+from ..store.errors import describe
 from .alarm import AlarmLogic
 from .history import MinuteHistory
+from .writer import Batch, BatchWriter, WriterStats
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +72,28 @@ class EngineStats:
     samples: int = 0
     batches: int = 0
     transitions: int = 0
-    write_errors: int = 0  # failed attempts to store a decided batch
-    quarantined: int = 0  # rows the store refused for good, kept aside (table `quarantine`)
-    store_failing_since: float | None = None  # first failed write of the current outage
-    store_last_error: str | None = None
-    last_write_ok: float | None = None
     last_tick: float | None = None  # when `tick` last ran (clock time)
+    store: WriterStats = field(default_factory=WriterStats)
+
+    @property
+    def write_errors(self) -> int:  # failed attempts to store a decided batch
+        return self.store.write_errors
+
+    @property
+    def quarantined(self) -> int:  # rows the store refused for good (table `quarantine`)
+        return self.store.quarantined
+
+    @property
+    def store_failing_since(self) -> float | None:  # first failed write of this outage
+        return self.store.failing_since
+
+    @property
+    def store_last_error(self) -> str | None:
+        return self.store.last_error
+
+    @property
+    def last_write_ok(self) -> float | None:
+        return self.store.last_ok
 
 
 class Engine:
@@ -92,10 +110,10 @@ class Engine:
         self.by_address: dict[tuple[str, str], list[Runtime]] = {}
         self.readers: dict[str, list[Runtime]] = {}  # check id -> checks whose `when:` read it
         self.history = MinuteHistory()
-        self.stats = EngineStats()
         self._pending: list[tuple[Transition, AlarmState]] = []
         self._pending_rows: list[dict] = []  # notifications decided with no transition
-        self._unwritten: list[tuple] = []  # decided, not yet stored: (rows, notes, also)
+        self.writer = BatchWriter(store, self.write, self.clock.now, self._committed)
+        self.stats = EngineStats(store=self.writer.stats)
         self.save_incidents: Callable | None = None  # (incidents, now, conn) -> None
         self.mode_address = config.modes.from_pv
         self.on_mode_sample: Callable[[Sample], None] | None = None
@@ -103,7 +121,6 @@ class Engine:
         self._last_mode: str | None = None
         self._flush_scheduled = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beamwatch-store")
-        self._write_lock = asyncio.Lock()
         self._build(config, self.store.load_states())
 
     # -- set-up and reload ----------------------------------------------------------------
@@ -157,6 +174,10 @@ class Engine:
         for src in self.sources.values():
             await src.stop()
         await self.flush(final=True)
+        await self.writer.close()
+        if self.writer.queue:
+            log.error("stopping with %d decided batches unstored (the store is unwritable)",
+                      len(self.writer.queue))
         self._writer.shutdown(wait=True)
 
     def reload(self, config: Config) -> dict[str, list[str]]:
@@ -349,41 +370,38 @@ class Engine:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
 
     async def flush(self, final: bool = False) -> None:
-        """Decide on queued transitions, then commit them with their notifications and
-        wake the outbox. A failed write keeps the decided batch, in order, for a retry:
-        it is never decided twice, and nothing is notified before it is stored."""
-        async with self._write_lock:
-            self._flush_scheduled = False
-            items, self._pending = self._pending, []
-            extra, self._pending_rows = self._pending_rows, []
-            if items or extra or getattr(self.decider, "changed_incidents", None) or getattr(
-                    self.decider, "fates", None):
-                now = self.clock.now()
-                try:
-                    annotated, notes = self.decider.decide([tr for tr, _ in items], now)
-                except Exception:  # a bug in routing or muting: still log what happened
-                    log.exception("deciding notifications failed; the transitions are stored "
-                                  "without them")
-                    annotated, notes = [tr for tr, _ in items], []
-                rows = [(tr, st) for tr, (_, st) in zip(annotated, items, strict=True)]
-                take = getattr(self.decider, "take_fates", None)
-                rows += take() if take else []
-                self._unwritten.append((rows, notes + extra, self._decided_too(now)))
-            while self._unwritten:
-                rows, notes, also = self._unwritten[0]
-                try:
-                    await self.write(self.store.record, rows, notes, None, also)
-                except Exception as e:  # the disk or the database refused: keep, retry
-                    self.stats.write_errors += 1
-                    log.error("storing %d transitions failed, will retry: %s", len(rows), e)
-                    if not final:
-                        asyncio.get_running_loop().call_later(1.0, self._schedule_flush)
-                    return
-                self._unwritten.pop(0)
-                if notes and self.on_committed:
-                    self.on_committed()
-            if final:
-                await self.flush_values(final)
+        """Decide on queued transitions now, then store them with their notifications
+        (the outbox is woken once they are committed). Deciding never waits for the store:
+        a store that is down or locked delays only the writing, which the BatchWriter
+        retries in order; nothing is notified before it is stored."""
+        self._flush_scheduled = False
+        self.decide_pending()
+        await self.writer.drain(attempts=3 if final else 1)
+        if final:
+            await self.flush_values(final)
+
+    def decide_pending(self) -> None:
+        """Mute, route and annotate what happened since the last call; queue it to store."""
+        items, self._pending = self._pending, []
+        extra, self._pending_rows = self._pending_rows, []
+        if not (items or extra or getattr(self.decider, "changed_incidents", None)
+                or getattr(self.decider, "fates", None)):
+            return
+        now = self.clock.now()
+        try:
+            annotated, notes = self.decider.decide([tr for tr, _ in items], now)
+        except Exception:  # a bug in routing or muting: still log what happened
+            log.exception("deciding notifications failed; the transitions are stored "
+                          "without them")
+            annotated, notes = [tr for tr, _ in items], []
+        rows = [(tr, st) for tr, (_, st) in zip(annotated, items, strict=True)]
+        take = getattr(self.decider, "take_fates", None)
+        rows += take() if take else []
+        self.writer.put(Batch(rows, notes + extra, self._decided_too(now)))
+
+    def _committed(self, notified: bool) -> None:
+        if notified and self.on_committed:
+            self.on_committed()
 
     def _decided_too(self, now: float) -> Callable | None:
         """Incident snapshots the decider changed, to commit with the same batch."""
@@ -411,8 +429,11 @@ class Engine:
         try:
             await self.write(self.store.save_latest, latest)
             await self.write(self.store.save_history, rows)
-        except Exception as e:
-            log.error("storing values failed: %s", e)
+        except Exception as e:  # kept for the next try; the outage is logged by the writer
+            for rt in self.runtimes.values():
+                rt.dirty = rt.dirty or rt.input.sample is not None
+            self.history.put_back(rows)
+            log.debug("storing values failed: %s", describe(e))
 
 
 def _time_sensitive(rt: Runtime) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+MAX_UNSTORED = 200_000  # check-minutes kept while the store is away
+
 
 class MinuteHistory:
     def __init__(self) -> None:
@@ -42,6 +44,13 @@ class MinuteHistory:
                 del self._open[check_id]
         out, self._closed = self._closed, []
         return out
+
+
+    def put_back(self, rows: list[dict]) -> None:
+        """Rows `take` gave out that could not be stored: offered again next time, up to
+        MAX_UNSTORED rows (a long store outage loses the oldest minutes, not memory)."""
+        self._closed[:0] = rows
+        del self._closed[:-MAX_UNSTORED]
 
 
 def _as_dict(check_id: str, row: list) -> dict:

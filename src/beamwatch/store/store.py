@@ -7,6 +7,8 @@ can read while `run` writes); a postgresql+psycopg URL works the same way.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy import String, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ..model import AlarmState, Severity, Transition, json_value
@@ -52,12 +54,13 @@ class Command:
     result: str | None
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        eng = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        eng = create_engine(url, connect_args={"timeout": busy_timeout,
+                                               "check_same_thread": False})
 
         @event.listens_for(eng, "connect")
         def _pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
@@ -65,7 +68,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.close()
 
         return eng
@@ -73,9 +76,10 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    def __init__(self, url: str, migrate: bool = True):
+    def __init__(self, url: str, migrate: bool = True, busy_timeout: float = 30.0):
+        """`busy_timeout`: how long a SQLite write waits for another writer's lock."""
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout)
         if migrate:
             upgrade(self.engine)
 
@@ -114,6 +118,7 @@ class Store:
 
     def _queue(self, conn: Connection, row: dict) -> None:
         """Insert a notification unless its dedup key is already queued."""
+        row["dedup_key"] = fit_key(row["dedup_key"])
         seen = conn.execute(select(t.notifications.c.id)
                             .where(t.notifications.c.dedup_key == row["dedup_key"])).first()
         if seen is None:
@@ -184,6 +189,29 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
         return [_logged_from_row(r) for r in rows]
+
+    def record_fitted(self, items: Sequence[tuple[Transition, AlarmState]],
+                      notifications: Iterable[dict] = ()) -> list[int]:
+        """`record` with every text cut to its column and every value made JSON-safe:
+        the second chance of a write the database refused for what it contained."""
+        items = [(_fit_transition(tr), _fit_state(state)) for tr, state in items]
+        notes = [fit_row(t.notifications, {**n, "message": _json_safe(n.get("message"))})
+                 for n in notifications]
+        return self.record(items, notes)
+
+    def quarantine(self, kind: str, check_id: str | None, error: str, payload: Any,
+                   now: float) -> None:
+        """Keep a refused row as text, so a person can see what was lost and why."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(t.quarantine).values(
+                time=now, kind=kind[:20], check_id=(check_id or None) and check_id[:200],
+                error=error, payload=json.dumps(payload, default=str)[:100_000]))
+
+    def quarantined(self, since: float = 0.0) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.quarantine).where(t.quarantine.c.time >= since)
+                                .order_by(t.quarantine.c.id)).mappings().all()
+        return [dict(r) for r in rows]
 
     # -- latest values and history ------------------------------------------------------
 
@@ -312,6 +340,54 @@ class Store:
         table = t.metadata.tables[table_name]
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+KEY_MAX = 300  # notifications.dedup_key
+
+
+def fit_key(key: str) -> str:
+    """A dedup key that fits its column and stays unique: long keys end in a digest."""
+    if len(key) <= KEY_MAX:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:40]
+    return f"{key[:KEY_MAX - 41]}#{digest}"
+
+
+def fit_row(table, row: dict) -> dict:
+    """Cut every string to the length of its column (VARCHAR(n) on PostgreSQL refuses more)."""
+    out = dict(row)
+    for name, value in row.items():
+        col = table.c.get(name)
+        if not isinstance(value, str) or col is None:
+            continue
+        value = value.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+        if isinstance(col.type, String) and col.type.length:
+            value = value[:col.type.length]
+        out[name] = value
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None:
+        return value
+    return json.loads(json.dumps(value, default=str).replace("\\u0000", ""))
+
+
+def _fit_transition(tr: Transition) -> Transition:
+    from dataclasses import replace
+
+    row = fit_row(t.transitions, _transition_row(tr))
+    return replace(tr, check_id=row["check_id"], reason=row["reason"], actor=row["actor"],
+                   incident_id=row["incident_id"], message=row["message"],
+                   mute_detail=row["mute_detail"], value=_json_safe(json_value(tr.value)))
+
+
+def _fit_state(state: AlarmState) -> AlarmState:
+    from dataclasses import replace
+
+    row = fit_row(t.alarm_states, {"check_id": state.check_id, "message": state.message,
+                                   "acked_by": state.acked_by})
+    return replace(state, value=_json_safe(json_value(state.value)), **row)
 
 
 def _finite(x: Any) -> float | None:

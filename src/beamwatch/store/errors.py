@@ -1,0 +1,27 @@
+"""Which store failures pass (retry the same write) and which never will.
+
+A write that fails because the database is away, locked or out of disk
+succeeds later, unchanged: keep it and retry. A write the database refuses
+for what it contains (a value too long, a type it cannot take, a broken
+constraint) fails the same way for ever: retrying it would block every later
+write, so the writer splits it and sets the refused part aside (quarantine).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import exc
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when the same write may succeed later (connection, lock, disk, timeout)."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.TimeoutError,
+                              exc.DisconnectionError, OSError))
+
+
+def describe(error: BaseException) -> str:
+    """One line: the error's class and the database's own words, without the SQL."""
+    orig = getattr(error, "orig", None) or error
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{type(orig).__name__}: {text}"[:500]
