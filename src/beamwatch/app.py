@@ -27,6 +27,7 @@ from .routing.oncall import OnCallResolver
 from .routing.router import Router
 from .sources.base import Source
 from .store import Store
+from .store.errors import describe, is_transient
 from .store.noise import NoiseStore
 
 log = logging.getLogger("beamwatch")
@@ -74,6 +75,8 @@ class App:
         self.started = self.clock.now()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._side: dict[str, asyncio.Task] = {}  # store reads beside the tick
+        self._side_failing: set[str] = set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -101,9 +104,10 @@ class App:
                                    "beamline": self.config.beamline})
         await self._beat()
         await self._stop.wait()
-        for task in self._tasks:
+        tasks = self._tasks + list(self._side.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.close()
 
     async def start(self) -> None:
@@ -125,11 +129,12 @@ class App:
         changes and incident snapshots."""
         now = self.clock.now()
         noise = self.engine.decider.noise
-        silences = await self.engine.write(self.noise_store.silences, now - 86400)
+        # reads run beside the writer thread, not behind a write that waits on a lock
+        silences = await asyncio.to_thread(self.noise_store.silences, now - 86400)
         for silence in silences:
             noise.silences.put(silence)
         self.engine.queue_rows(self._reminders(noise.silences.due_reminders(now), now))
-        override = await self.engine.write(self.noise_store.active_override, now)
+        override = await asyncio.to_thread(self.noise_store.active_override, now)
         records = self._apply_override(noise.modes, override, now) + noise.modes.tick(now)
         if records:
             for r in records:
@@ -176,7 +181,9 @@ class App:
         """One tick and everything it leads to, delivered: what `run` does each second,
         callable by hand with a fake clock (the acceptance tests drive time this way)."""
         self.monitor.poll()
-        await self._tick()
+        await self.sync_noise()
+        self._tick_engine()
+        await self.apply_commands()
         await self.engine.flush()
         while await self.worker.run_once():
             await self.worker.drain()
@@ -200,7 +207,6 @@ class App:
         if previous is not None:
             decider.paged, decider.unpaged = previous.paged, previous.unpaged
             decider.last_incident = previous.last_incident
-            decider.pending_resolves = previous.pending_resolves
         self.engine.on_mode_sample = self._on_mode_sample
         self.engine.mode_of = noise.modes.mode
         return decider
@@ -248,23 +254,62 @@ class App:
         log.warning("config reloaded: %s", {k: len(v) for k, v in report.items()})
 
     async def _every(self, period: float, fn: Callable) -> None:
+        failing = False
         while True:
             await asyncio.sleep(period)
             try:
                 result = fn()
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:
-                log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+            except Exception as e:
+                if not failing and is_transient(e):  # the store is away: no traceback
+                    log.error("periodic task %s failed: %s", getattr(fn, "__name__", fn),
+                              describe(e))
+                elif not failing:  # once per outage, not every period
+                    log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+                else:
+                    log.debug("periodic task %s still failing: %s", fn, e)
+                failing = True
+            else:
+                if failing:
+                    log.warning("periodic task %s works again", getattr(fn, "__name__", fn))
+                failing = False
 
     async def _tick(self) -> None:
-        await self.sync_noise()
+        """Every second: evaluate and decide in memory, on time whatever the store does;
+        the store's silences, mode override and commands are fetched beside it and used
+        from memory while the store is slow or away."""
+        self._tick_engine()
+        self._beside(self.sync_noise)
+        self._beside(self.apply_commands)
+
+    def _tick_engine(self) -> None:
+        self.engine.stats.last_tick = self.clock.now()
         self.engine.tick()
-        await self.apply_commands()
+
+    def _beside(self, fn: Callable) -> None:
+        """Run `fn` as its own task unless its last run is still going (a slow store)."""
+        task = self._side.get(fn.__name__)
+        if task is not None and not task.done():
+            return
+        task = asyncio.ensure_future(self._quietly(fn))
+        self._side[fn.__name__] = task
+
+    async def _quietly(self, fn: Callable) -> None:
+        name = fn.__name__
+        try:
+            await fn()
+        except Exception as e:
+            if name not in self._side_failing:
+                log.error("%s failed (the store?), using what is in memory: %s", name,
+                          describe(e))
+            self._side_failing.add(name)
+        else:
+            self._side_failing.discard(name)
 
     async def apply_commands(self) -> None:
         """Commands queued by the CLI (and later the web and Slack) for this engine."""
-        commands = await self.engine.write(self.store.queued_commands)
+        commands = await asyncio.to_thread(self.store.queued_commands)
         for cmd in commands:
             status, result = self._apply(cmd)
             await self.engine.flush()

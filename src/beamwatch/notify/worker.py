@@ -45,12 +45,16 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from sqlalchemy import select
+
 from ..clock import Clock, SystemClock
 from ..config.schema import Config
 from ..engine.decide import HELD, TOLD
 from ..model import Severity
 from ..routing.router import Router
 from ..store import Store
+from ..store import tables as t
+from ..store.errors import describe, is_transient
 from ..store.outbox import Outbox, Outgoing
 from .base import Delivery, ErrorKind, Message, Related
 from .registry import Registry, people_channel
@@ -137,14 +141,24 @@ class OutboxWorker:
             await self.shutdown(grace)
 
     async def _serve(self, stop: asyncio.Event, poll: float) -> None:
+        failing = False
         while not stop.is_set():
             # cleared BEFORE looking: a wake-up that comes while we look is not lost
             self._wake.clear()
             try:
                 busy = await self.run_once()
-            except Exception:
-                log.exception("outbox worker round failed; retrying")
-                busy = False
+            except Exception as e:
+                if is_transient(e) and failing:  # the store is away: said once, not per poll
+                    log.debug("outbox worker round failed again: %s", describe(e))
+                elif is_transient(e):
+                    log.error("outbox worker cannot reach the store, retrying: %s", describe(e))
+                else:
+                    log.exception("outbox worker round failed; retrying")
+                failing, busy = True, False
+            else:
+                if failing:
+                    log.warning("outbox worker reaches the store again")
+                failing = False
             if busy:
                 if len(self._inflight) >= MAX_IN_FLIGHT:
                     await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -167,7 +181,11 @@ class OutboxWorker:
         sends: dict[tuple[str, str], list[Outgoing]] = defaultdict(list)
         expired: dict[tuple[str, str], list[Outgoing]] = defaultdict(list)
         for row in rows:
-            if row.receiver.startswith(TOLD):
+            if row.receiver.startswith(TOLD) and (why := await asyncio.to_thread(
+                    self._stale_resolve, row)):
+                await asyncio.to_thread(self.outbox.finish, [row.id], now, status="cancelled",
+                                        detail=why, count_attempt=False)
+            elif row.receiver.startswith(TOLD):
                 await asyncio.to_thread(self._expand, row, now)
             elif (row.kind in FOLLOW_UPS or row.dedup_key.endswith(HELD)) and (
                     why := self._over(row)):  # a page held by quiet hours: still news?
@@ -257,6 +275,21 @@ class OutboxWorker:
         indexes = {int(i) for i in re.findall(r"routes\[(\d+)\]", route)}
         routes = [self.config.routes[i] for i in indexes if i < len(self.config.routes)]
         return not routes or any(r.send_resolved for r in routes)
+
+    def _stale_resolve(self, row: Outgoing) -> str | None:
+        """A resolve waits out recovery_grace in the outbox; say why it is no news now:
+        its incident reopened (the fault bounced) or resolved again later."""
+        resolved_at = row.message.get("resolved_at")
+        if row.kind != "resolve" or resolved_at is None or not row.incident_id:
+            return None
+        with self.store.engine.connect() as conn:
+            resolved = conn.execute(select(t.incidents.c.resolved).where(
+                t.incidents.c.id == row.incident_id)).scalar_one_or_none()
+        if resolved is None:
+            return "cancelled: the incident reopened within its recovery grace"
+        if abs(resolved - resolved_at) > 1e-3:
+            return "cancelled: superseded by a later resolve of the same incident"
+        return None
 
     def _over(self, row: Outgoing) -> str | None:
         """Why a repeat/escalation is no longer needed, or None."""
