@@ -68,6 +68,34 @@ async def test_resolve_goes_to_those_told(timeline):
     assert 100 <= tl.messages("resolve")[0].t <= 101
 
 
+async def test_a_restart_while_a_resolve_waits_out_its_grace_still_resolves_once(timeline):
+    async with timeline(config(DCM)) as tl:
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(40)
+        tl.set("BL04I-MO-DCM-01:TEMP1", 100.0)
+        await tl.run_until(80)  # cleared at 70 (for: 30s); the resolve is due at 100
+        assert tl.messages("resolve") == []
+        await tl.restart()
+        tl.set("BL04I-MO-DCM-01:TEMP1", 100.0)
+        await tl.run_until(160)
+    assert [m.body["kind"] for m in tl.messages()] == ["alarm", "resolve"]
+    assert 100 <= tl.messages("resolve")[0].t <= 101
+
+
+async def test_a_fault_bouncing_back_within_the_grace_is_not_resolved(timeline):
+    async with timeline(config(DCM.replace("for: 30s", "for: 0s"))) as tl:
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(10)
+        tl.set("BL04I-MO-DCM-01:TEMP1", 100.0)
+        await tl.run_until(20)
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)  # back within the 30 s recovery grace
+        await tl.run_until(120)
+        assert [m.body["kind"] for m in tl.messages()] == ["alarm"]
+        tl.set("BL04I-MO-DCM-01:TEMP1", 100.0)  # now for good
+        await tl.run_until(200)
+    assert [m.body["kind"] for m in tl.messages()] == ["alarm", "resolve"]
+
+
 REPEAT = """
 routes:
   - to: [channel:hook]

@@ -49,6 +49,14 @@ class Timeline:
     async def __aexit__(self, *exc) -> None:
         await self.app.close()
 
+    async def restart(self) -> None:
+        """Stop the App and start a new one on the same store, as after a crash-free
+        restart of `beamwatch run`; samples must be pushed again (a new subscription)."""
+        await self.app.close()
+        self.source = SoftSource("ca", self.clock)
+        self.app = App(self.path, self.clock, {"ca": self.source})
+        await self.app.start()
+
     @property
     def now(self) -> float:
         return self.clock.now() - self.t0

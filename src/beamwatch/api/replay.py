@@ -890,10 +890,9 @@ class _Run:
 
 def _decider_due(decider, now: float) -> list[float]:
     """When the decider's own timers fire: its `next_due(now)` if it has one (the hook
-    proposed for this), else what is known of it (resolves held for recovery_grace)."""
+    proposed for this)."""
     due = getattr(decider, "next_due", None)
     if callable(due):
         at = due(now)
         return [] if at is None else [at]
-    pending = getattr(decider, "pending_resolves", None) or {}
-    return [entry[0] for entry in pending.values()]
+    return []  # resolves wait in the outbox, whose next due time `_wake` already takes

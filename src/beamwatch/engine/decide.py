@@ -20,6 +20,7 @@ so a transition and the notifications it causes commit together.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -36,11 +37,12 @@ from .incidents import (
     IncidentEscalated,
     IncidentKind,
     IncidentOpened,
-    IncidentReopened,
     IncidentResolved,
 )
 from .mute import Alert
 from .noise import Noise
+
+log = logging.getLogger("beamwatch.decide")
 
 TOLD = "told:"  # receiver of a fan-out row: "whoever was told about this incident"
 HELD = "/held"  # dedup-key suffix of a page offered again when quiet hours end
@@ -66,9 +68,6 @@ class Decider:
         self._previous: dict[str, Severity] = {}
         self.changed_incidents: dict[str, Incident] = {}  # to persist, drained by the app
         self.fates: list[tuple[Transition, AlarmState]] = []  # log entries, drained by engine
-        # incident id -> (when, row): a resolve is announced once the incident has stayed
-        # resolved for recovery_grace, so a bouncing fault does not chatter "resolved"
-        self.pending_resolves: dict[str, tuple[float, dict]] = {}
         self.checks = {c.id: c for c in config.checks}
         self.paged: dict[str, Severity] = {}  # incident id -> worst severity paged
         self.unpaged: dict[str, Incident] = {}  # open incidents whose page a stage held
@@ -114,10 +113,6 @@ class Decider:
         """Time passed: held failures settle, flapping ends, muted pages are re-offered."""
         rows: list[dict] = []
         rows += self._on_events(self.noise.incidents.tick(now), now)
-        for inc_id, (due, row) in list(self.pending_resolves.items()):
-            if due <= now:
-                del self.pending_resolves[inc_id]
-                rows.append(row)
         for event in self.noise.flaps.tick(now):
             if event.stopped:  # settled but still failing: its page is due now
                 self._offer(event.check_id)
@@ -180,13 +175,21 @@ class Decider:
                 rows += self._page(ev.incident, "alarm", now)
             elif isinstance(ev, IncidentResolved):
                 self.unpaged.pop(ev.incident.id, None)
-                if ev.incident.id in self.paged:  # said once it stays resolved (see tick)
-                    due = now + self.noise.incidents.recovery_grace
-                    self.pending_resolves[ev.incident.id] = (
-                        due, self._fan_out("resolve", ev.incident.id, tr, now, ev.incident))
-            elif isinstance(ev, IncidentReopened):  # the same fault bouncing: no news
-                self.pending_resolves.pop(ev.incident.id, None)
+                if ev.incident.id in self.paged:
+                    rows.append(self._resolve_row(ev.incident, tr, now))
+            # IncidentReopened, the same fault bouncing, is no news: the resolve row
+            # stored for it is cancelled by the worker once it finds the incident open
         return rows
+
+    def _resolve_row(self, inc: Incident, tr: Transition | None, now: float) -> dict:
+        """The resolve, stored now and said once the incident has stayed resolved for
+        recovery_grace (a bouncing fault does not chatter): durable across a restart."""
+        row = self._fan_out("resolve", inc.id, tr, now, inc)
+        resolved = inc.resolved if inc.resolved is not None else now
+        row["message"]["resolved_at"] = resolved
+        row["dedup_key"] = f"{inc.id}/resolve@{resolved:.3f}"
+        row["next_attempt_at"] = now + self.noise.incidents.recovery_grace
+        return row
 
     def _log_fates(self, inc: Incident, paged: bool, tr: Transition | None, now: float) -> None:
         """An incident decided after its alarms were logged (they were held to let a root
@@ -254,12 +257,71 @@ class Decider:
         if mute is not None:
             self.unpaged[inc.id] = inc
             return []
-        self.unpaged.pop(inc.id, None)
         first = inc.id not in self.paged
+        extra = {} if first else {"previous_severity": self.paged.get(inc.id, Severity.OK)}
+        rows = self._routed_or_fallback(inc, check_id, kind, now, extra)
+        if rows is None:  # not even the fallback could be built: offered again next tick
+            self.unpaged[inc.id] = inc
+            return []
+        self.unpaged.pop(inc.id, None)
         self._previous[inc.id] = self.paged.get(inc.id, Severity.OK)
-        self.paged[inc.id] = inc.severity
-        extra = {} if first else {"previous_severity": self._paged_before(inc.id)}
-        return self._alarm_rows(inc, check_id, kind, now, extra)
+        self.paged[inc.id] = inc.severity  # only once its rows exist: fail open, never shut
+        return rows
+
+    def _routed_or_fallback(self, inc: Incident, check_id: str, kind: str, now: float,
+                            extra: dict) -> list[dict] | None:
+        """The page's rows by the routes; when routing fails or reaches nobody, the same
+        page to the top-level `fallback:` receivers, saying why. None: nothing could be built."""
+        try:
+            rows = self._alarm_rows(inc, check_id, kind, now, extra)
+            why = None if rows else "no route reached anyone"
+        except Exception as e:  # a routing bug must not swallow a page
+            log.exception("routing the page of %s failed", check_id)
+            rows, why = [], f"routing failed ({type(e).__name__}: {e})"
+        if why is None:
+            return rows
+        if not self.config.fallback:
+            if rows == [] and why.startswith("routing failed"):
+                return None
+            log.warning("the page of %s reached nobody: %s, and no fallback: is configured",
+                        check_id, why)
+            return rows
+        try:
+            return self._fallback_rows(inc, check_id, kind, now, extra, why)
+        except Exception:
+            log.exception("building the fallback page of %s failed", check_id)
+            return None
+
+    def _fallback_rows(self, inc: Incident, check_id: str, kind: str, now: float,
+                       extra: dict, why: str) -> list[dict]:
+        message = self._message(inc, check_id, kind, now, **extra)
+        message["text"] = f"{message.get('text') or ''}\n[sent to the fallback: {why}]".strip()
+        rows = []
+        for dest, fallbacks in self._fallback_destinations(check_id, inc.severity, now):
+            rows.append({"check_id": check_id, "incident_id": inc.id,
+                         "receiver": f"fallback:{dest}", "destination": dest,
+                         "route": f"fallback: {why}"[:200], "created_at": now,
+                         "transition_index": None, "kind": "alarm",
+                         "dedup_key": f"{inc.id}/{dest}/{inc.severity.name}/fallback",
+                         "message": {**message, "fallbacks": fallbacks},
+                         "next_attempt_at": now, "expires_at": now + self._expire(dest)})
+        return rows
+
+    def _fallback_destinations(self, check_id: str, severity: Severity,
+                               now: float) -> list[tuple[str, list[str]]]:
+        """Where the fallback receivers are reached; named channels without the router,
+        so a broken router still leaves the fallback channels."""
+        out = [(target, []) for target in self.config.fallback if target.startswith("channel:")]
+        people = [t for t in self.config.fallback if not t.startswith("channel:")]
+        if people:
+            try:
+                result = self.router.receivers(people, check_id, severity, now,
+                                               label="fallback")
+                out += [(r.notifier_names[0], list(r.notifier_names[1:]))
+                        for r in result.recipients if r.notifier_names]
+            except Exception:
+                log.exception("the fallback's people could not be resolved")
+        return out
 
     def _alert(self, check_id: str, severity: Severity, since: float, now: float) -> Alert:
         cfg = self.checks[check_id]
