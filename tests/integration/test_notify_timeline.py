@@ -96,6 +96,27 @@ async def test_a_fault_bouncing_back_within_the_grace_is_not_resolved(timeline):
     assert [m.body["kind"] for m in tl.messages()] == ["alarm", "resolve"]
 
 
+async def test_a_channel_failing_for_good_hands_the_page_to_the_fallback(timeline):
+    routes = """
+routes:
+  - to: [channel:broken]
+fallback: [channel:oncall-hook]
+"""
+    text = config(DCM, routes).replace(
+        "channels:\n", 'channels:\n  broken: {kind: webhook, webhook_url: "{hook}gone"}\n')
+    tl = timeline(text)
+    tl.server.expect_request("/gone", method="POST").respond_with_data("gone", status=410)
+    async with tl:
+        tl.set("BL04I-MO-DCM-01:TEMP1", 150.0)
+        await tl.run_until(60)
+    page, failure = tl.messages(path="/oncall")
+    assert page.body["kind"] == "alarm" and page.body["check_ids"] == ["dcm-temp"]
+    assert "[sent to the fallback: channel:broken failed for good" in page.body["text"]
+    assert 30 <= page.t <= 31
+    # and beamwatch says, on its own check, that a channel fails for good
+    assert failure.body["check_ids"] == ["beamwatch.delivery"]
+
+
 REPEAT = """
 routes:
   - to: [channel:hook]

@@ -500,11 +500,48 @@ class OutboxWorker:
         """Fail these rows for good, with the reason, as one attempt. The one place a
         row is given up on: what must happen to a page nobody will get belongs here."""
         ids = [o.id for o in group]
+        rows = self._to_fallback(group, detail, now)
+        if rows:
+            detail += f"; handed to the fallback ({', '.join(r['destination'] for r in rows)})"
         with self.store.engine.begin() as conn:
             self.outbox.finish(ids, now, status="failed", retry=retry, detail=detail,
                                duration=duration, conn=conn)
+            self.outbox.queue(rows, conn)
         log.warning("notification failed for good", extra={
             "destination": group[0].destination, "detail": detail, "ids": ids})
+
+    def _to_fallback(self, group: list[Outgoing], detail: str, now: float) -> list[dict]:
+        """A page nobody will get goes to the top-level `fallback:` receivers, saying what
+        failed; never a fallback's own failure (no loops), never an ack/resolve/summary."""
+        first = group[0]
+        if first.kind not in ("alarm", "repeat", "escalation") \
+                or first.receiver.startswith("fallback:"):
+            return []
+        why = f"{first.destination} failed for good: {detail}"
+        rows = []
+        for target in self.config.fallback:
+            names = self._destinations(target)
+            if not names or names[0] == first.destination:
+                continue
+            for o in group:
+                message = {**o.message, "fallbacks": names[1:],
+                           "text": f"{o.message.get('text') or ''}\n"
+                                   f"[sent to the fallback: {why}]".strip()}
+                rows.append({
+                    "dedup_key": f"{o.dedup_key}/fallback/{names[0]}", "check_id": o.check_id,
+                    "incident_id": o.incident_id, "kind": o.kind,
+                    "receiver": f"fallback:{target}", "destination": names[0],
+                    "route": f"fallback: {why}"[:200], "message": message, "created_at": now,
+                })
+        return rows
+
+    def _destinations(self, target: str) -> list[str]:
+        kind, _, name = target.partition(":")
+        if kind == "channel":
+            return [target] if target in self.registry else []
+        if kind == "person":
+            return [n.name for n in self.registry.person(name)]
+        return []  # team/oncall: resolved by the router at page time, not here
 
     def _next_repeat(self, row: Outgoing, now: float, conn=None) -> None:
         every = row.message.get("repeat_every")
