@@ -16,6 +16,7 @@ from .clock import Clock, SystemClock
 from .config import Config, ConfigError, load_config
 from .engine.decide import Decider
 from .engine.engine import Engine
+from .engine.mode_notes import ModeNotes
 from .engine.noise import Noise
 from .health import SelfMonitor
 from .model import Severity
@@ -68,6 +69,7 @@ class App:
         self.registry = build_registry(self.config)
         self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock)
         self.noise_store = NoiseStore(self.store)
+        self.mode_notes = ModeNotes()  # mode changes, announced (routes with kind: mode)
         self.engine.save_incidents = self.noise_store.save_incidents
         self.engine.on_committed = self.worker.wake
         self.monitor = SelfMonitor(self.config, self.engine, self.clock)  # beamwatch.* checks
@@ -118,6 +120,7 @@ class App:
         ids = sorted({i.id for i in incidents} | set(last.values()))
         paged = await self.engine.write(self.worker.outbox.paged, ids)
         self.engine.queue_rows(self.engine.decider.restore(incidents, paged, now, last))
+        await self.engine.write(self.mode_notes.resume, self.store)  # no re-announcing
         await self.sync_noise()
         await self.apply_commands()  # queued while no engine ran: on the state people saw
         await self.engine.start()
@@ -139,7 +142,14 @@ class App:
         if records:
             for r in records:
                 log.warning("beamline mode: %s", r)
+            self._announce(records, now)
             await self.engine.write(self.noise_store.log_mode_changes, records)
+
+    def _announce(self, records: list, now: float) -> None:
+        """Mode changes become outbox rows in the engine's next batch (stored, then sent)."""
+        d = self.engine.decider
+        self.engine.queue_rows(self.mode_notes.rows(records, d.router, self.config,
+                                                    d.noise.modes, now))
 
     def _reminders(self, reminders, now: float) -> list[dict]:
         """Tell a silence's author (when a configured person) that it is about to end;
@@ -217,6 +227,7 @@ class App:
         for record in records:
             log.warning("beamline mode: %s", record)
         if records:
+            self._announce(records, self.clock.now())
             asyncio.ensure_future(self.engine.write(self.noise_store.log_mode_changes, records))
 
     def stop(self) -> None:

@@ -96,6 +96,7 @@ async def test_posts_the_versioned_json_body(httpserver: HTTPServer) -> None:
         "consequences": [{"check_id": "fe-shutter", "title": "Front end shutter",
                           "severity": "MAJOR", "value": "Closed", "muted": "DEPENDENCY"}],
         "alarms": [],
+        "mode_change": None,
         "summary": "[I04] MAJOR: DCM crystal temperature = 141.2 (+1 affected)",
         "text": RENDERER.render("text", MESSAGE),
     }

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import networkx as nx
 
 from ..checks.expr import CheckNames, Expression, ExpressionError
-from .schema import Config
+from .schema import Config, RouteConfig
 
 Problem = tuple[tuple[str | int, ...], str]
 
@@ -161,11 +161,33 @@ def _routes(config: Config) -> Iterator[Problem]:
             problem = _receiver_problem(config, target)
             if problem:
                 yield path, problem
+        if r.takes_modes:
+            yield from _mode_route(r, i)
+            continue
         for key, known in (("check", ids), ("group", groups)):
             wanted = getattr(r.match, key)
             for value in [wanted] if isinstance(wanted, str) else (wanted or []):
                 if value not in known:
                     yield ("routes", i, "match", key), f"no check has {key} '{value}'"
+
+
+# A mode change has no check, group, severity or labels, and nobody acknowledges it:
+# these keys on a `kind: mode` route would silently never apply, so they are errors.
+_ALARM_MATCH = ("check", "group", "severity", "labels")
+_ALARM_ONLY = ("repeat", "escalate", "group_wait", "send_resolved")
+
+
+def _mode_route(r: RouteConfig, i: int) -> Iterator[Problem]:
+    for key in _ALARM_MATCH:
+        if key in r.match.model_fields_set and getattr(r.match, key):
+            yield ("routes", i, "match", key), (
+                f"match.{key} selects alarms; a route with kind: mode takes beamline mode "
+                "changes, selected by modes: (the modes changed into)")
+    for key in _ALARM_ONLY:
+        if key in r.model_fields_set:
+            yield ("routes", i, key), (
+                f"{key} applies to alarms; a mode change is announced once and needs no "
+                f"{key} (remove it, or use a separate route for alarms)")
 
 
 def _fallback(config: Config) -> Iterator[Problem]:

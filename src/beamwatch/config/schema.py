@@ -434,6 +434,9 @@ class EscalationConfig(Strict):
 
 
 class RouteMatch(Strict):
+    # alarm: the route takes alarms (the default: a route never sends mode changes unless
+    # it asks); mode: it takes beamline mode changes, selected by the route's `modes:`
+    kind: Literal["alarm", "mode"] = "alarm"
     check: list[str] | str | None = None
     group: list[str] | str | None = None
     severity: AlarmSeverityName | None = None  # this severity and worse
@@ -451,6 +454,11 @@ class RouteConfig(Strict):
     continue_: bool = Field(False, alias="continue")
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def takes_modes(self) -> bool:
+        """True: this route announces beamline mode changes, never alarms."""
+        return self.match.kind == "mode"
 
     @property
     def escalations(self) -> list[EscalationConfig]:

@@ -31,9 +31,10 @@ from ._redact import redact
 
 log = logging.getLogger("beamwatch.notify")
 
-Kind = Literal["alarm", "ack", "resolve", "repeat", "escalation", "summary", "test", "reminder"]
+Kind = Literal["alarm", "ack", "resolve", "repeat", "escalation", "summary", "test", "reminder",
+               "mode"]
 KINDS: tuple[str, ...] = ("alarm", "ack", "resolve", "repeat", "escalation", "summary", "test",
-                          "reminder")
+                          "reminder", "mode")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ _RELATED_FIELDS = frozenset(("check_id", "title", "severity", "value", "muted"))
 class Message:
     """Everything a template or a webhook body may show about one notification.
 
-    `time`/`since` are seconds since the epoch; `timezone` is how people read
+    `time`/`since`/`until` are seconds since the epoch; `timezone` is how people read
     them. `id` identifies the notification (the outbox row): it is the same on
     every retry, so a receiver can drop duplicates. `thread_ref` is the `ref` of
     the first `Delivery` of this incident through the same destination: Slack
@@ -96,6 +97,12 @@ class Message:
     escalation_level: int = 0
     thread_ref: str | None = None
     timezone: str = "UTC"
+    # kind "mode": the beamline mode changed from `previous_mode` to `mode`, decided by
+    # `mode_source` (pv, override, schedule, expiry, default), by `actor` (an override's
+    # author) for the reason in `text`, in force `until` (an override's end) if known
+    previous_mode: str | None = None
+    mode_source: str | None = None
+    until: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -2,7 +2,7 @@
 
 Template names are ``KIND.FORMAT.j2``; a missing one falls back to
 ``default.FORMAT.j2``. KIND is one of alarm, ack, resolve, repeat, escalation,
-summary, test; FORMAT one of:
+summary, test, reminder, mode; FORMAT one of:
 
     subject  one line: email subject, Apprise title, webhook "summary"
     text     plain text: email text part, Signal/WhatsApp/ntfy body
@@ -23,7 +23,9 @@ The context of every template:
              m.value, m.text, m.time, m.since, m.incident_id, m.mode, m.link,
              m.actor, m.check_ids, m.consequences, m.alarms, m.labels, ...)
     label    the kind as a word: ALARM, ACKNOWLEDGED, RESOLVED, STILL ACTIVE,
-             ESCALATED, SUMMARY, TEST
+             ESCALATED, SUMMARY, TEST, REMINDER, MODE
+             (kind "mode": m.previous_mode -> m.mode, m.mode_source, m.actor = the
+             override's author, m.text = the reason, m.until = the override's end)
     subject  the rendered subject (not in the subject template itself)
 
 Filters: ``localtime`` (epoch seconds -> "2026-01-05 09:00:00 GMT" in m.timezone,
@@ -61,6 +63,7 @@ LABELS = {
     "summary": "SUMMARY",
     "test": "TEST",
     "reminder": "REMINDER",
+    "mode": "MODE",
 }
 EMOJI = {
     Severity.OK: ":large_green_circle:",
@@ -218,6 +221,8 @@ def _frames(tb: TracebackType | None) -> Iterator[tuple[str, int]]:
 def sample_message(kind: str, *, minimal: bool = False) -> Message:
     """A realistic message of each kind, for validating templates and for tests."""
     t0 = 1_790_000_000.0
+    if kind == "mode":
+        return _sample_mode_change(t0, minimal)
     severity = {"resolve": Severity.OK, "test": Severity.OK}.get(kind, Severity.MAJOR)
     if minimal:
         return Message(
@@ -251,3 +256,15 @@ def sample_message(kind: str, *, minimal: bool = False) -> Message:
         escalation_level=1 if kind == "escalation" else 0,
         timezone="Europe/London",
     )
+
+
+def _sample_mode_change(t0: float, minimal: bool) -> Message:
+    """A mode change as the engine announces it (`engine/mode_notes.py`)."""
+    if minimal:
+        return Message(kind="mode", beamline="I04", title="mode shutdown",
+                       severity=Severity.OK, mode="shutdown")
+    return Message(kind="mode", beamline="I04", title="mode user -> maintenance",
+                   severity=Severity.OK, dedup_key="mode/1790000600.000/maintenance/x",
+                   id="n-2", text="vacuum intervention", time=t0 + 600, mode="maintenance",
+                   actor="ana", previous_mode="user", mode_source="override",
+                   until=t0 + 600 + 8 * 3600, timezone="Europe/London")

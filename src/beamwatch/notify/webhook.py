@@ -39,6 +39,14 @@ def _related(r: Related) -> dict[str, Any]:
     }
 
 
+def _mode_change(m: Message) -> dict[str, Any] | None:
+    """Kind "mode" only: what changed, decided by what and whom, and until when."""
+    if m.kind != "mode":
+        return None
+    return {"from": m.previous_mode, "to": m.mode, "source": m.mode_source,
+            "author": m.actor, "reason": m.text, "until": _iso(m.until)}
+
+
 def webhook_body(message: Message, renderer: Renderer) -> dict[str, Any]:
     """The JSON body, version 1. Every field is described in docs/webhook.md."""
     m = message
@@ -64,6 +72,7 @@ def webhook_body(message: Message, renderer: Renderer) -> dict[str, Any]:
         "labels": dict(m.labels),
         "consequences": [_related(r) for r in m.consequences],
         "alarms": [_related(r) for r in m.alarms],
+        "mode_change": _mode_change(m),
         "summary": renderer.render("subject", m),
         "text": renderer.render("text", m),
     }

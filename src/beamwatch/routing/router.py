@@ -10,6 +10,10 @@ Semantics (Alertmanager's, on a flat list):
   and worse), `match.labels` (each equal; the check's labels plus `check`,
   `group` and `mode`), and `modes:` (the beamline mode at that time; unknown
   mode = the config's default mode). OK never matches: it is not an alarm.
+- Mode changes (`route_mode`) walk only the routes with `match: {kind: mode}`, with
+  the same first-match/`continue` rule; alarm walks skip those routes. A mode route
+  matches a change INTO one of its `modes:` (all changes without it). Quiet hours
+  treat a mode change as MINOR (informational): a person in quiet hours is held.
 - Receivers: `person:X`; `team:T` (every member); `oncall:T` (whoever is on
   call at that time — if nobody is, the whole team, with a note); `channel:C`.
 - Each person is then reached on their channel kinds in order, with quiet
@@ -22,7 +26,7 @@ Everything here is pure: the time is an argument, calendars come parsed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..config.schema import Config, RouteConfig
@@ -33,6 +37,8 @@ from .people import quiet_end, reach
 from .subscriptions import subscribers
 
 RecipientKind = Literal["person", "channel"]
+# quiet hours hold a mode change as they hold a MINOR: it informs, it does not page
+MODE_CHANGE_SEVERITY = Severity.MINOR
 
 
 class UnknownCheck(KeyError):
@@ -139,6 +145,8 @@ class RoutingResult:
     notes: tuple[str, ...] = ()
     resolved: bool = False
     label: str = ""  # what was routed, e.g. "escalation level 1 of routes[0]"
+    kind: str = "alarm"  # or "mode": a beamline mode change (`Router.route_mode`)
+    previous_mode: str | None = None  # for a mode change: the mode changed from
 
     @property
     def route(self) -> int | None:
@@ -159,8 +167,12 @@ class RoutingResult:
         """Human lines: which rule decided, why the others did not, who is told on what."""
         tz = self.timezone
         what = "resolved notice for " if self.resolved else ""
-        lines = [f"{self.label or what + 'check ' + self.check_id} (group {self.group}), "
-                 f"{self.severity}, mode {self.mode}, at {show(self.at, tz)}"]
+        if self.kind == "mode":
+            lines = [f"mode change {self.previous_mode or '?'} -> {self.mode}, "
+                     f"at {show(self.at, tz)} (quiet hours: held like a MINOR)"]
+        else:
+            lines = [f"{self.label or what + 'check ' + self.check_id} (group {self.group}), "
+                     f"{self.severity}, mode {self.mode}, at {show(self.at, tz)}"]
         for s in self.steps:
             status = "MATCH" if s.matched else ("no" if s.tried else "-")
             lines.append(f"  routes[{s.index}] {status:5} {s.why}")
@@ -190,6 +202,7 @@ class RoutingResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "kind": self.kind, "previous_mode": self.previous_mode,
             "check": self.check_id, "group": self.group, "severity": str(self.severity),
             "mode": self.mode, "at": iso(self.at, self.timezone), "resolved": self.resolved,
             "route": self.route, "matched": list(self.matched),
@@ -317,9 +330,49 @@ class Router:
         return self._finish(out, check_id, check.group, severity,
                             mode or self.config.modes.default, at, [], [], False, label)
 
+    def route_mode(self, old: str, new: str, at: float) -> RoutingResult:
+        """Who is told that the beamline mode changed from `old` to `new` at `at`.
+
+        Only `kind: mode` routes are walked (first match, `continue`); their `modes:`
+        are the modes changed INTO. No subscriptions: they follow checks and groups.
+        People in quiet hours are held as for a MINOR: a mode change is news, not a page.
+        """
+        out = _Collector()
+        steps: list[RouteStep] = []
+        matched: list[int] = []
+        stopped_by: int | None = None
+        for i, r in enumerate(self.config.routes):
+            if not r.takes_modes:
+                steps.append(RouteStep(i, False, False, "kind alarm: takes alarms only"))
+                continue
+            if stopped_by is not None:
+                steps.append(RouteStep(i, False, False, f"not tried: routes[{stopped_by}] "
+                                                        "matched without continue"))
+                continue
+            if r.modes is not None and new not in r.modes:
+                into = " or ".join(r.modes) or "in []"
+                steps.append(RouteStep(i, True, False, f"changes into {into} only, not {new}",
+                                       r.continue_))
+                continue
+            matched.append(i)
+            why = f"a change into {new}" if r.modes is not None else "every mode change"
+            if r.continue_:
+                why += "; continue: true, so later routes are tried too"
+            else:
+                stopped_by = i
+                why += "; first match without continue: stops here"
+            steps.append(RouteStep(i, True, True, why, r.continue_))
+            for target in r.to:
+                self._expand(out, target, at, f"routes[{i}] {target}", i, None)
+        result = self._finish(out, "", "", MODE_CHANGE_SEVERITY, new, at, steps, matched,
+                              False, f"mode change {old} -> {new}")
+        return replace(result, kind="mode", previous_mode=old)
+
     @staticmethod
     def _matches(r: RouteConfig, check_id: str, group: str, severity: Severity, mode: str,
                  labels: Mapping[str, str]) -> tuple[bool, str]:
+        if r.takes_modes:
+            return False, "kind mode: takes beamline mode changes, not alarms"
         if severity == Severity.OK:
             return False, "severity OK is not an alarm"
         said: list[str] = []
