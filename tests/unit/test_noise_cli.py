@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from beamwatch.api.noise_cli import register
+from beamwatch.cli.noise import register
 from beamwatch.store import Store
 from beamwatch.store.noise import NoiseStore
 

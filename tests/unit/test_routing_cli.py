@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from beamwatch.routing.cli import register
+from beamwatch.cli.routing import register
 
 CONFIG = textwrap.dedent("""\
     beamline: I04

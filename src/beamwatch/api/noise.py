@@ -21,7 +21,7 @@ import time
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ..config.schema import Config
 from ..config.types import parse_duration
@@ -29,12 +29,11 @@ from ..engine.modes import ModeChange, ModeSource, Override
 from ..engine.silences import Matcher, Silence, SilenceError
 from ..store import Store
 from ..store.noise import NoiseStore
-from ..timefmt import parse_when
+from ..timefmt import parse_until  # the one grammar of typed times (docs/operations.md)
 from .service import engine_alive
 
 BUILTIN_LABELS = ("check", "group", "severity", "mode")
 SEVERITY_VALUES = ("minor", "major", "invalid")  # what an alarm's severity label can be
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
 _LIST_AT_MOST = 12
 
 
@@ -52,38 +51,6 @@ class ServiceError(Exception):
 def iso(t: float, tz: str) -> str:
     """'2026-11-27T14:00:00+00:00' in the beamline's timezone (for JSON)."""
     return datetime.fromtimestamp(t, zoneinfo.ZoneInfo(tz)).isoformat(timespec="seconds")
-
-
-def parse_until(text: str, tz: str, now: float) -> float:
-    """An end time as people type it: '14:00' (the next 14:00 in `tz`, today or
-    tomorrow) or an ISO time ('2026-11-27T14:00', naive = `tz`). A duration is
-    refused with a hint, because 'until 2h' is ambiguous. ValueError if unreadable."""
-    text = text.strip()
-    m = _CLOCK.match(text)
-    if m:
-        hour, minute = int(m.group(1)), int(m.group(2))
-        if hour > 23 or minute > 59:
-            raise ValueError(f"'{text}' is not a time of day like 14:00")
-        zone = zoneinfo.ZoneInfo(tz)
-        today = datetime.fromtimestamp(now, zone)
-        at = today.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        if at.timestamp() <= now:
-            at = (today + timedelta(days=1)).replace(hour=hour, minute=minute, second=0,
-                                                     microsecond=0)
-        return at.timestamp()
-    try:
-        parse_duration(text)
-    except ValueError:
-        pass
-    else:
-        raise ValueError(f"'{text}' is a duration, not a time: say for {text}, "
-                         "or until a time like 14:00 or 2026-11-27T14:00")
-    if text == "now":
-        raise ValueError("'now' is not in the future")
-    try:
-        return parse_when(text, tz, now)
-    except ValueError:
-        raise ValueError(f"'{text}' is not a time like 14:00 or 2026-11-27T14:00") from None
 
 
 def end_time(tz: str, now: float, duration: float | str | None,

@@ -1,94 +1,51 @@
 """`beamwatch silence / silences / unsilence / mode`: thin typer commands over
-`api/noise.py`.
-
-The lead's cli.py mounts them with `register(app)`. The helpers of cli.py
-(`config_or_exit`, `open_store`, `fail`, the consoles) are imported when a
-command runs, not at import time, because cli.py imports this module while
-it is itself being imported.
-"""
+the service layer `api/noise.py`."""
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from .. import timefmt
+from ..api import noise
 from ..engine.modes import Override
 from ..engine.silences import Silence, until_text
-from . import noise
-from .noise import ServiceError
+from .common import (
+    AsOpt,
+    ConfigOpt,
+    JsonOpt,
+    MaybeConfigOpt,
+    config_or_exit,
+    fail,
+    note,
+    open_store,
+    out,
+    service_errors,
+    who,
+)
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The beamwatch YAML config file.",
-                                         envvar="BEAMWATCH_CONFIG")]
-MaybeConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="The beamwatch YAML config file.", envvar="BEAMWATCH_CONFIG")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-AsOpt = Annotated[str | None, typer.Option("--as", help="Who does it (default: $USER).")]
 ForOpt = Annotated[str | None, typer.Option(
     "--for", help="How long: 30m, 2h, 1h30m, 3d.", show_default=False)]
 UntilOpt = Annotated[str | None, typer.Option(
-    "--until", help="Until when: 14:00 (the next 14:00), or 2026-11-27T14:00; "
-                    "in the config's timezone.", show_default=False)]
+    "--until", help="Until when: 14:00 (the next 14:00), tomorrow 08:00, now+2h or "
+                    "2026-11-27T14:00; in the config's timezone.", show_default=False)]
 ReasonOpt = Annotated[str | None, typer.Option(
     "--reason", "-r", help="Why (required): shown to everyone and in the log.",
     show_default=False)]
-
-
-def _cli():
-    from .. import cli
-
-    return cli
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    """One line on stderr, never wrapped (a rich console wraps at 80 columns in a pipe)."""
-    typer.echo(f"beamwatch: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _say(text: str) -> None:
     typer.echo(text)
 
 
-def _note(text: str) -> None:
-    typer.echo(f"beamwatch: {text}", err=True)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Service errors: one line, exit 2. Database errors: one line, exit 1."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        yield
-    except ServiceError as e:
-        _fail(e.message)
-    except SQLAlchemyError as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        _fail(f"the store failed: {first}", 1)
-
-
-def _who(given: str | None) -> str:
-    if given is not None:
-        return given
-    try:
-        return getpass.getuser()
-    except Exception:  # no $USER and no passwd entry (some containers)
-        _fail("cannot tell who you are: say --as NAME")
-
-
 def _load(config: Path):
-    cli = _cli()
-    cfg = cli.config_or_exit(config)
-    return cfg, cli.open_store(cfg)
+    cfg = config_or_exit(config)
+    return cfg, open_store(cfg)
 
 
 def _until(t: float, now: float, tz: str) -> str:
@@ -124,7 +81,7 @@ def silence_command(
     for_: ForOpt = None,
     until: UntilOpt = None,
     reason: ReasonOpt = None,
-    who: AsOpt = None,
+    actor: AsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Silence alarms for a while: they are still shown and logged, but nobody is notified.
@@ -134,8 +91,8 @@ def silence_command(
     """
     cfg, store = _load(config)
     now = time.time()
-    with _errors():
-        s = noise.silence(cfg, store, matchers, duration=for_, until=until, author=_who(who),
+    with service_errors():
+        s = noise.silence(cfg, store, matchers, duration=for_, until=until, author=who(actor),
                           reason=reason, now=now)
         v = noise.view(cfg, s, now)
     if as_json:
@@ -156,7 +113,7 @@ def silences_command(
     cfg, store = _load(config)
     now = time.time()
     tz = cfg.timezone
-    with _errors():
+    with service_errors():
         rows = noise.silences(cfg, store, now, include_expired=show_all)
     if as_json:
         print(json.dumps([r.to_json(tz) for r in rows], indent=2))
@@ -174,15 +131,15 @@ def silences_command(
         table.add_column("state")
     for r in rows:
         s = r.silence
-        who = s.author + (f" (ended by {s.expired_by})" if s.expired_by else "")
+        author = s.author + (f" (ended by {s.expired_by})" if s.expired_by else "")
         until = _until(s.end, now, tz)
         if r.state == "pending":
             until = f"from {until_text(s.start, now, tz)}, {until}"
-        cells = [s.id, "\n".join(map(str, s.matchers)), who, until, s.reason, _covers(r.covers)]
+        cells = [s.id, "\n".join(map(str, s.matchers)), author, until, s.reason, _covers(r.covers)]
         if show_all:
             cells.append(r.state)
         table.add_row(*cells)
-    _cli().out.print(table)
+    out.print(table)
 
 
 def unsilence_command(
@@ -190,14 +147,14 @@ def unsilence_command(
         metavar="ID", help="The silence to end (its id, from `beamwatch silences`).",
         show_default=False)],
     config: ConfigOpt,
-    who: AsOpt = None,
+    actor: AsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """End a silence now: the alarms it muted notify again if they are still active."""
     cfg, store = _load(config)
     now = time.time()
-    with _errors():
-        s = noise.unsilence(store, silence_id, _who(who), now, tz=cfg.timezone)
+    with service_errors():
+        s = noise.unsilence(store, silence_id, who(actor), now, tz=cfg.timezone)
         v = noise.view(cfg, s, now)
     if as_json:
         print(json.dumps(v.to_json(cfg.timezone), indent=2))
@@ -218,7 +175,7 @@ def _mode_config(ctx: typer.Context, config: Path | None) -> Path:
     """-c given to the subcommand, or to `mode` itself (`beamwatch mode -c F set …`)."""
     config = config or (ctx.obj or {}).get("noise_config")
     if config is None:
-        _fail("missing option --config / -c: the beamwatch YAML config file")
+        fail("missing option --config / -c: the beamwatch YAML config file")
     return config
 
 
@@ -226,7 +183,7 @@ def _show_mode(config: Path, as_json: bool) -> None:
     cfg, store = _load(config)
     now = time.time()
     tz = cfg.timezone
-    with _errors():
+    with service_errors():
         info = noise.mode_status(cfg, store, now)
         recent = noise.mode_changes(store, limit=5)
     if as_json:
@@ -249,7 +206,7 @@ def _show_mode(config: Path, as_json: bool) -> None:
         for c in recent:
             _say(f"  {timefmt.show(c.time, tz, seconds=False)}  {c}")
     if not info.engine_running:
-        _note("note: `beamwatch run` is not running; this is the mode it last logged")
+        note("note: `beamwatch run` is not running; this is the mode it last logged")
 
 
 def _mode_app() -> typer.Typer:
@@ -279,7 +236,7 @@ def _mode_app() -> typer.Typer:
         for_: ForOpt = None,
         until: UntilOpt = None,
         reason: ReasonOpt = None,
-        who: AsOpt = None,
+        actor: AsOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Force the beamline mode until a time, over the mode PV and the schedule.
@@ -290,8 +247,8 @@ def _mode_app() -> typer.Typer:
         """
         cfg, store = _load(_mode_config(ctx, config))
         now = time.time()
-        with _errors():
-            ov = noise.set_mode(cfg, store, name, for_=for_, until=until, author=_who(who),
+        with service_errors():
+            ov = noise.set_mode(cfg, store, name, for_=for_, until=until, author=who(actor),
                                 reason=reason, now=now)
             info = noise.mode_status(cfg, store, now)
         if as_json:
@@ -299,20 +256,20 @@ def _mode_app() -> typer.Typer:
         else:
             _say(f"mode {_override_text(ov, now, cfg.timezone)}")
         if not info.engine_running:
-            _note("note: `beamwatch run` is not running; it applies the override when it starts")
+            note("note: `beamwatch run` is not running; it applies the override when it starts")
 
     @mode_app.command("clear")
     def mode_clear(
         ctx: typer.Context,
         config: MaybeConfigOpt = None,
-        who: AsOpt = None,
+        actor: AsOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """End the mode override now: the mode PV (or schedule, or default) decides again."""
         cfg, store = _load(_mode_config(ctx, config))
         now = time.time()
-        with _errors():
-            ov = noise.clear_mode(store, _who(who), now)
+        with service_errors():
+            ov = noise.clear_mode(store, who(actor), now)
         if as_json:
             print(json.dumps({"cleared": ov is not None,
                               "override": None if ov is None else {

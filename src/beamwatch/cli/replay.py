@@ -1,10 +1,5 @@
-"""`beamwatch replay`: a thin typer command over `api/replay.py`.
-
-The lead's cli.py mounts it with `register(app)`. The helpers of cli.py
-(`config_or_exit`, `fail`, the consoles) are imported when the command runs,
-not at import time, because cli.py imports this module while it is itself
-being imported.
-"""
+"""`beamwatch replay / report`: thin typer commands over the service layer
+(`api/replay.py`, `api/service.py`) that look back over the beamline log."""
 
 from __future__ import annotations
 
@@ -19,26 +14,33 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import timefmt
-from ..config.types import parse_duration
-from .replay import BOTH, ONLY_NEW, ONLY_OLD, Progress, ReplayReport, replay
+from ..api.replay import BOTH, ONLY_NEW, ONLY_OLD, Progress, ReplayReport, replay
+from ..timefmt import parse_duration
+from .common import (
+    ConfigOpt,
+    JsonOpt,
+    SinceOpt,
+    config_or_exit,
+    err,
+    fail,
+    first_line,
+    open_store,
+    out,
+    safe_url,
+    since,
+)
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The beamwatch YAML config file "
-                                         "to try (its storage.url names the log to replay).",
-                                         envvar="BEAMWATCH_CONFIG")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ReplayConfigOpt = Annotated[Path, typer.Option(
+    "--config", "-c", help="The beamwatch YAML config file to try (its storage.url names "
+                           "the log to replay).", envvar="BEAMWATCH_CONFIG")]
 VERDICT_STYLE = {BOTH: "dim", ONLY_NEW: "bold yellow", ONLY_OLD: "bold red"}
 
 
-def _cli():
-    from .. import cli
-
-    return cli
-
-
 def replay_command(
-    config: ConfigOpt,
-    since: Annotated[str, typer.Option(help="From when: 24h, 7d, or a time.")] = "24h",
-    until: Annotated[str, typer.Option(help="Until when: now, 2h (ago), or a time.")] = "now",
+    config: ReplayConfigOpt,
+    since_text: SinceOpt = "24h",
+    until: Annotated[str, typer.Option(
+        help="Until when: now, 2h (ago), now-2h, or a time like --since.")] = "now",
     tolerance: Annotated[str, typer.Option(
         help="Notifications this close in time count as the same.")] = "5m",
     warmup: Annotated[str, typer.Option(
@@ -48,53 +50,44 @@ def replay_command(
     """Re-run a config over the stored history and print what it would have notified
     versus what was notified — a dry run of a config change before it goes live.
     Nothing is sent and the log is only read."""
-    cli = _cli()
-    cfg = cli.config_or_exit(config)
-    try:
-        start = timefmt.parse_when(since, cfg.timezone)
-    except ValueError as e:
-        cli.fail(f"--since: {e}")
-    try:
-        end = timefmt.parse_when(until, cfg.timezone)
-    except ValueError as e:
-        cli.fail(f"--until: {e}")
+    cfg = config_or_exit(config)
+    start = since("--since", since_text, cfg)
+    end = since("--until", until, cfg)
     if end <= start:
-        cli.fail("--until must be after --since")
+        fail("--until must be after --since")
     try:
         slack, lead = parse_duration(tolerance), parse_duration(warmup)
     except ValueError as e:
-        cli.fail(f"--tolerance/--warmup: {e}")
+        fail(f"--tolerance/--warmup: {e}")
     store = _open_read_only(cfg)
     try:
-        with _progress(cli.err) as progress:
+        with _progress(err) as progress:
             report = replay(cfg, store, start, end, progress, config_path=config,
                             warmup=lead, tolerance=slack)
     except Exception as e:  # a config the notifiers refuse, a store that fails: one line
         logging.getLogger("beamwatch").debug("replay failed", exc_info=True)  # -vv shows it
-        cli.fail(f"replay failed: {cli._first_line(e)}", 1)
+        fail(f"replay failed: {first_line(e)}", 1)
     finally:
         store.close()
     if as_json:
         print(report.to_json())
         return
-    _print(report, config, cfg.timezone, cli.out)
+    _print(report, config, cfg.timezone, out)
 
 
 def _open_read_only(cfg):
     """The live log, never created nor migrated by a replay."""
     from ..store import Store
 
-    cli = _cli()
     url = cfg.storage.url
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if not path or path == ":memory:" or not Path(path).exists():
-            cli.fail(f"no beamline log at {cli._safe_url(url)} (storage.url): nothing to replay",
-                     1)
+            fail(f"no beamline log at {safe_url(url)} (storage.url): nothing to replay", 1)
     try:
         return Store(url, migrate=False)
     except Exception as e:
-        cli.fail(f"cannot open the store {cli._safe_url(url)}: {cli._first_line(e)}", 1)
+        fail(f"cannot open the store {safe_url(url)}: {first_line(e)}", 1)
 
 
 @contextmanager
@@ -154,6 +147,52 @@ def _print(report: ReplayReport, path: Path, tz: str, out) -> None:
         out.print(f"[dim]  - {escape(line)}[/]")
 
 
+def report_command(
+    config: ConfigOpt,
+    since_text: SinceOpt = "7d",
+    as_json: JsonOpt = False,
+) -> None:
+    """Human load: alarms and pages per person per hour, peaks, floods, chattering and
+    standing alarms, the most frequent checks (ISA-18.2 / EEMUA 191)."""
+    from ..api import service
+
+    cfg = config_or_exit(config)
+    start = since("--since", since_text, cfg)
+    rep = service.load_report(cfg, open_store(cfg), start)
+    if as_json:
+        print(rep.to_json())
+        return
+    out.print(f"[bold]{cfg.beamline}[/] since {timefmt.show(start, cfg.timezone)} "
+              f"({rep.hours:.1f} h): {rep.alarms} alarms, {rep.alarms_per_hour:.1f}/h "
+              f"— [bold]{rep.rating}[/] (ISA-18.2: ≤6/h acceptable, ≤12/h manageable)")
+    out.print(f"peak {rep.peak_alarms_10min} alarms in 10 min; floods (>10 in 10 min): "
+              f"{rep.flood_periods} ({rep.flood_share:.1%} of the time)")
+    out.print(f"pages: {rep.pages} ({rep.pages_per_hour:.2f}/h), peak {rep.peak_pages_10min} "
+              f"in 10 min; muted activations: "
+              + (", ".join(f"{k} {v}" for k, v in sorted(rep.muted.items())) or "none"))
+    tables = [
+        ("pages per person", ("person", "pages", "per hour", "peak 10 min"),
+         [(p.person, str(p.pages), f"{p.per_hour:.2f}", str(p.peak_10min)) for p in rep.people]),
+        ("most frequent", ("check", "alarms", "share"),
+         [(c.check_id, str(c.count), f"{c.share:.0%}") for c in rep.most_frequent]),
+        ("chattering (≥3 activations in a minute)", ("check", "peak per minute"),
+         [(c.check_id, str(c.peak_per_minute)) for c in rep.chattering]),
+        ("standing (active > 24 h)", ("check", "since", "hours", "still active"),
+         [(c.check_id, timefmt.show(c.since, cfg.timezone), f"{c.hours:.0f}",
+           "yes" if c.still_active else "no") for c in rep.stale]),
+    ]
+    for title, cols, rows in tables:
+        if not rows:
+            continue
+        table = Table(title=title)
+        for col in cols:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `beamwatch replay` to the main typer app."""
+    """Add `beamwatch report` and `beamwatch replay` to `app`."""
+    app.command("report")(report_command)
     app.command("replay")(replay_command)

@@ -1,60 +1,36 @@
-"""`beamwatch route` and `beamwatch oncall`: ask the real router, print its answer.
-
-The lead's app mounts them with `register(app)`; `route_command` and
-`oncall_command` are the plain typer command functions.
-"""
+"""`beamwatch route / oncall / notify-test`: ask the real router who would be
+told, who is on call, and send a real test message."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from ..config import Config, ConfigError, load_config
-from ..config.types import format_duration
+from ..config import Config
 from ..model import Severity
-from ._time import iso, parse_at, show
-from .calendars import CalendarFeeds
-from .escalation import plan
-from .oncall import OnCallResolver
-from .router import Router, UnknownCheck
-
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The beamwatch YAML config file.",
-                                         envvar="BEAMWATCH_CONFIG")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-AtOpt = Annotated[str, typer.Option(
-    "--at", help="When: 'now', 'now+2h', or ISO 8601 (naive = the config timezone).")]
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"beamwatch: {message}", err=True)
-    raise typer.Exit(code)
+from ..routing._time import iso, show
+from ..routing.calendars import CalendarFeeds
+from ..routing.escalation import plan
+from ..routing.oncall import OnCallResolver
+from ..routing.router import Router, UnknownCheck
+from ..timefmt import format_duration
+from .common import AtOpt, ConfigOpt, JsonOpt, at, config_or_exit, fail, note, out
 
 
 def _load(path: Path) -> tuple[Config, OnCallResolver]:
-    try:
-        cfg = load_config(path)
-    except ConfigError as e:
-        for issue in e.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(2) from None
+    cfg = config_or_exit(path)
     # the copy on disk that a running engine keeps is the fallback when a feed fails now
     resolver = OnCallResolver(cfg, feeds=CalendarFeeds(cfg, path.parent).read_now())
     for team, feed in resolver.feeds.feeds.items():
         if feed.error:
             why = resolver.stale_note(team) or feed.error
-            typer.echo(f"beamwatch: warning: team {team}: {why}", err=True)
+            note(f"warning: team {team}: {why}")
     return cfg, resolver
-
-
-def _at(text: str, cfg: Config) -> float:
-    try:
-        return parse_at(text, cfg.timezone, time.time())
-    except ValueError as e:
-        _fail(f"--at: {e}")
 
 
 def route_command(
@@ -64,7 +40,7 @@ def route_command(
         "--severity", help="minor, major or invalid (ok shows that nothing matches).")] = "major",
     mode: Annotated[str | None, typer.Option(
         "--mode", help="The beamline mode (default: the config's default mode).")] = None,
-    at: AtOpt = "now",
+    at_text: AtOpt = "now",
     resolved: Annotated[bool, typer.Option(
         "--resolved", help="Route the 'resolved' notice instead of the alarm.")] = False,
     as_json: JsonOpt = False,
@@ -74,15 +50,15 @@ def route_command(
     try:
         sev = Severity.parse(severity)
     except KeyError:
-        _fail(f"--severity: '{severity}' is not one of minor, major, invalid, ok")
+        fail(f"--severity: '{severity}' is not one of minor, major, invalid, ok")
     if mode is not None and mode not in cfg.modes.names:
-        _fail(f"--mode: unknown mode '{mode}' (modes: {', '.join(cfg.modes.names)})")
-    t = _at(at, cfg)
+        fail(f"--mode: unknown mode '{mode}' (modes: {', '.join(cfg.modes.names)})")
+    t = at("--at", at_text, cfg, time.time())
     router = Router(cfg, oncall)
     try:
         result = router.route(check, sev, t, mode, resolved=resolved)
     except UnknownCheck as e:
-        _fail(str(e))
+        fail(str(e))
     steps = [] if resolved else plan(router, result, t)
     if as_json:
         data = result.to_json()
@@ -112,7 +88,7 @@ def route_command(
 
 def oncall_command(
     config: ConfigOpt,
-    at: AtOpt = "now",
+    at_text: AtOpt = "now",
     team: Annotated[str | None, typer.Option("--team", help="Only this team.")] = None,
     upcoming: Annotated[int, typer.Option(
         "--next", help="Show this many upcoming handovers per team.")] = 3,
@@ -120,9 +96,9 @@ def oncall_command(
 ) -> None:
     """Who is on call for each team at a time, why, until when, and who is next."""
     cfg, oncall = _load(config)
-    t = _at(at, cfg)
+    t = at("--at", at_text, cfg, time.time())
     if team is not None and team not in cfg.teams:
-        _fail(f"--team: unknown team '{team}' (teams: {', '.join(cfg.teams) or 'none'})")
+        fail(f"--team: unknown team '{team}' (teams: {', '.join(cfg.teams) or 'none'})")
     answers = [oncall.who(team, t)] if team else oncall.everyone(t)
     if as_json:
         typer.echo(json.dumps({
@@ -149,7 +125,36 @@ def oncall_command(
                        + (f" ({n.source})" if n.source else ""))
 
 
+def notify_test_command(
+    config: ConfigOpt,
+    to: Annotated[str, typer.Option("--to", help="channel:NAME, person:NAME or "
+                                                   "person:NAME/KIND.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a real test message and say, per destination, whether it arrived."""
+    from ..notify.registry import NotifyConfigError
+    from ..notify.registry import notify_test as send_test
+
+    cfg = config_or_exit(config)
+    try:
+        results = asyncio.run(send_test(cfg, to))
+    except KeyError as e:
+        fail(f"--to: {e.args[0] if e.args else to}")
+    except NotifyConfigError as e:
+        fail(f"--to {to}: {e}")
+    if as_json:
+        print(json.dumps({name: {"ok": d.ok, "retry": d.retry, "detail": d.detail,
+                                 "error": d.error.value if d.error else None}
+                          for name, d in results.items()}, indent=2))
+    else:
+        for name, d in results.items():
+            verdict = "[green]sent[/]" if d.ok else "[red]FAILED[/]"
+            out.print(f"{name}: {verdict} {d.detail}")
+    raise typer.Exit(0 if all(d.ok for d in results.values()) else 1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `route` and `oncall` to the beamwatch app."""
+    """Add `route`, `oncall` and `notify-test` to `app`."""
     app.command("route")(route_command)
     app.command("oncall")(oncall_command)
+    app.command("notify-test")(notify_test_command)

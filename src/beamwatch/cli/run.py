@@ -1,0 +1,65 @@
+"""`beamwatch check / run / demo`: validate a config, watch the beamline, or
+watch the simulated one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from ..config import ConfigError
+from .common import (
+    ConfigOpt,
+    config_error_exit,
+    config_or_exit,
+    err,
+    fail,
+    first_line,
+    out,
+    safe_url,
+)
+
+
+def check_command(config: ConfigOpt) -> None:
+    """Validate a config file; print every problem as FILE:LINE:COL: key: message."""
+    cfg = config_or_exit(config)
+    out.print(f"{config}: OK — beamline {cfg.beamline}, {len(cfg.checks)} checks, "
+              f"{len(cfg.routes)} routes", markup=False)
+
+
+def run_command(config: ConfigOpt) -> None:
+    """Watch the beamline (runs until SIGTERM or Ctrl-C; SIGHUP reloads the config)."""
+    from ..app import App
+
+    config_or_exit(config)
+    try:
+        application = App(config)
+    except ConfigError as e:
+        config_error_exit(e)
+    except Exception as e:
+        fail(f"cannot start: {first_line(e)}", 1)
+    err.print(f"beamwatch: watching {len(application.config.checks)} checks of "
+              f"{application.config.beamline}; log in {safe_url(application.config.storage.url)}"
+              "; Ctrl-C stops", markup=False)
+    try:
+        asyncio.run(application.run())
+    except KeyboardInterrupt:
+        pass
+
+
+def demo_command(
+    config: ConfigOpt = Path("examples/i04-demo.yaml"),
+) -> None:
+    """Start the simulated beamline and the monitor, and say what to look at."""
+    from ..sim.demo import run_demo
+
+    config_or_exit(config)
+    run_demo(config)
+
+
+def register(app: typer.Typer) -> None:
+    """Add check, run and demo to `app`."""
+    app.command("check")(check_command)
+    app.command("run")(run_command)
+    app.command("demo")(demo_command)
