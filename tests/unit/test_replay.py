@@ -10,9 +10,18 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from beamwatch.api.replay import BOTH, ONLY_NEW, ONLY_OLD, Notice, compare, replay
-from beamwatch.api.replay.drive import DryRegistry
-from beamwatch.api.replay.reconstruct import _fill, _path, _times
+from beamwatch.api.replay import (
+    BOTH,
+    ONLY_NEW,
+    ONLY_OLD,
+    Notice,
+    _DryRegistry,
+    _fill,
+    _path,
+    _times,
+    compare,
+    replay,
+)
 from beamwatch.cli.replay import register
 from beamwatch.app import App
 from beamwatch.clock import FakeClock
@@ -75,7 +84,7 @@ async def _live(path) -> None:
     clock = FakeClock(T0)
     source = SoftSource("ca", clock)
     app = App(path, clock, {"ca": source})
-    app.registry = app.worker.registry = DryRegistry(app.registry)  # nothing leaves
+    app.registry = app.worker.registry = _DryRegistry(app.registry)  # nothing leaves
     noise = NoiseStore(app.store)
     await app.start()
     for t in range(LIVE_FOR + 1):
