@@ -50,18 +50,19 @@ def test_the_console_script_is_the_cli_packages_main():
 
 def imported_modules(source: Path) -> set[str]:
     """Every module (and `from` name) a file of beamwatch.api imports, made absolute."""
+    package = ".".join(("beamwatch", *source.relative_to(API.parent).parent.parts))
     names: set[str] = set()
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            module = (resolve_name("." * node.level + (node.module or ""), "beamwatch.api")
+            module = (resolve_name("." * node.level + (node.module or ""), package)
                       if node.level else node.module or "")
             names |= {module} | {f"{module}.{a.name}" for a in node.names}
     return names
 
 
-@pytest.mark.parametrize("module", sorted(p.name for p in API.glob("*.py")))
+@pytest.mark.parametrize("module", sorted(str(p.relative_to(API)) for p in API.rglob("*.py")))
 def test_the_service_layer_imports_no_front_end(module):
     found = {name for name in imported_modules(API / module)
              if any(name == f or name.startswith(f + ".") for f in FRONT_END_ONLY)}
