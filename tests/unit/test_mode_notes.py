@@ -3,6 +3,7 @@ and the config errors for alarm-only keys on a `kind: mode` route."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from datetime import datetime
 
@@ -178,3 +179,29 @@ def test_alarm_keys_on_a_mode_route_are_errors_all_at_once(tmp_path):
         "routes[2].match.group", "routes[2].match.labels", "routes[2].escalate",
         "routes[2].send_resolved"]
     assert all(str(i).startswith(f"{path}:") for i in info.value.issues)
+
+
+def test_the_route_command_shows_who_hears_of_a_mode_change(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from beamwatch.cli.routing import register
+
+    (tmp_path / "bw.yaml").write_text(CONFIG)
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+
+    def run(*args: str):
+        return CliRunner().invoke(app, ["route", "-c", str(tmp_path / "bw.yaml"), *args])
+
+    shown = run("--mode-change", "shutdown", "--from", "user", "--at", "2026-01-07T14:00")
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0].startswith("mode change user -> shutdown, at ")
+    assert "  person ana: slack, email  <- routes[1] oncall:mx" in shown.output
+    assert "  channel ops: webhook  <- routes[2] channel:ops" in shown.output
+    data = json.loads(run("--mode-change", "user", "--json").output)
+    assert data["kind"] == "mode" and [r["name"] for r in data["recipients"]] == ["ops"]
+    wrong = run("--mode-change", "holiday")
+    assert wrong.exit_code == 2 and "--mode-change: unknown mode 'holiday'" in wrong.output
+    assert run().exit_code == 2  # neither --check nor --mode-change

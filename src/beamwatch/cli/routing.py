@@ -35,7 +35,7 @@ def _load(path: Path) -> tuple[Config, OnCallResolver]:
 
 def route_command(
     config: ConfigOpt,
-    check: Annotated[str, typer.Option("--check", help="The check id.")],
+    check: Annotated[str | None, typer.Option("--check", help="The check id.")] = None,
     severity: Annotated[str, typer.Option(
         "--severity", help="minor, major or invalid (ok shows that nothing matches).")] = "major",
     mode: Annotated[str | None, typer.Option(
@@ -43,10 +43,21 @@ def route_command(
     at_text: AtOpt = "now",
     resolved: Annotated[bool, typer.Option(
         "--resolved", help="Route the 'resolved' notice instead of the alarm.")] = False,
+    mode_change: Annotated[str | None, typer.Option(
+        "--mode-change", help="Instead of an alarm: a beamline mode change INTO this mode "
+                              "(the routes with match: {kind: mode}).")] = None,
+    from_mode: Annotated[str | None, typer.Option(
+        "--from", help="With --mode-change: the mode changed from (default: the "
+                       "config's default mode).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Who would be told about CHECK at SEVERITY, on what, and which route decided."""
+    """Who would be told about CHECK at SEVERITY (or a mode change), and which route decided."""
     cfg, oncall = _load(config)
+    if mode_change is not None:
+        _route_mode_change(cfg, oncall, mode_change, from_mode, at_text, as_json)
+        return
+    if check is None:
+        fail("give --check ID (an alarm) or --mode-change MODE (a beamline mode change)")
     try:
         sev = Severity.parse(severity)
     except KeyError:
@@ -84,6 +95,21 @@ def route_command(
                    f"{s.level.level} {', '.join(s.level.to)} -> {told or 'nobody'}")
         for h in s.result.held:
             typer.echo(f"  not told then: {h.name}: {h.why}")
+
+
+def _route_mode_change(cfg: Config, oncall: OnCallResolver, new: str, old: str | None,
+                       at_text: str, as_json: bool) -> None:
+    old = cfg.modes.default if old is None else old
+    for option, mode in (("--mode-change", new), ("--from", old)):
+        if mode not in cfg.modes.names:
+            fail(f"{option}: unknown mode '{mode}' (modes: {', '.join(cfg.modes.names)})")
+    t = at("--at", at_text, cfg, time.time())
+    result = Router(cfg, oncall).route_mode(old, new, t)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    for line in result.explain():
+        typer.echo(line)
 
 
 def oncall_command(
