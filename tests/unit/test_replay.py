@@ -10,24 +10,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from beamwatch.api.replay import (
-    BOTH,
-    ONLY_NEW,
-    ONLY_OLD,
-    Notice,
-    _DryRegistry,
-    _fill,
-    _path,
-    _times,
-    compare,
-    replay,
-)
+from beamwatch.api.replay import BOTH, ONLY_NEW, ONLY_OLD, Notice, compare, replay
+from beamwatch.api.replay.reconstruct import _fill, _path, _times
 from beamwatch.cli.replay import register
-from beamwatch.app import App
-from beamwatch.clock import FakeClock
 from beamwatch.config import load_config, parse_config
 from beamwatch.store import Store
 from beamwatch.store.noise import NoiseStore
+from tests.support.live_log import run_live
 
 T0 = 1_789_999_980.0  # a whole minute (2026-09-21 14:13 UTC)
 LIVE_FOR = 1800  # seconds of live run
@@ -78,29 +67,16 @@ def live_script(t: int) -> list[tuple[str, object, bool]]:
     return out
 
 
-async def _live(path) -> None:
-    from beamwatch.sources.soft import SoftSource
-
-    clock = FakeClock(T0)
-    source = SoftSource("ca", clock)
-    app = App(path, clock, {"ca": source})
-    app.registry = app.worker.registry = _DryRegistry(app.registry)  # nothing leaves
-    noise = NoiseStore(app.store)
-    await app.start()
-    for t in range(LIVE_FOR + 1):
-        for pv, value, connected in live_script(t):
-            source.push(pv, value, connected=connected)
-        if t == 700:
-            app.engine.acknowledge("dcm-temp", "ana")
-        if t == 1000:
-            noise.set_override("shutdown", author="ops", reason="test", until=T0 + 1300,
-                               now=clock.now())
-        if t == 1150:
-            noise.add_silence(["check=gauge"], start=clock.now(), end=T0 + 1300,
-                              author="ana", reason="pump work", now=clock.now())
-        await app.step()
-        clock.advance(1.0)
-    await app.close()  # writes the minute history
+def live_actions(t: int, app, clock) -> None:
+    """The ack, the mode override and the silence of the live run."""
+    if t == 700:
+        app.engine.acknowledge("dcm-temp", "ana")
+    if t == 1000:
+        NoiseStore(app.store).set_override("shutdown", author="ops", reason="test", until=T0 + 1300,
+                           now=clock.now())
+    if t == 1150:
+        NoiseStore(app.store).add_silence(["check=gauge"], start=clock.now(), end=T0 + 1300,
+                          author="ana", reason="pump work", now=clock.now())
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +85,7 @@ def live(tmp_path_factory):
     folder = tmp_path_factory.mktemp("live")
     path = folder / "bw.yaml"
     path.write_text(CONFIG.replace("{db}", str(folder / "bw.db")))
-    asyncio.run(_live(path))
+    asyncio.run(run_live(path, T0, LIVE_FOR, live_script, live_actions))
     config = load_config(path)
     store = Store(config.storage.url, migrate=False)
     yield path, config, store

@@ -236,8 +236,7 @@ class Engine:
                 try:
                     rt.input.update(sample)
                     rt.dirty = True
-                    if sample.connected:
-                        self.history.add(rt.check.id, sample.value, now)
+                    self.history.add(rt.check.id, sample, now)  # disconnections too
                     self._reevaluate(rt, now)
                 except Exception as e:
                     self._contain(rt, e, now)

@@ -77,7 +77,14 @@ value_history = Table(
     Column("vmin", Float),
     Column("vmax", Float),
     Column("vlast", JSON),
-    Column("count", Integer, nullable=False),
+    Column("count", Integer, nullable=False),  # samples with a value
+    # connection and the record's own EPICS severity, as data (since 0004; NULL before)
+    Column("connected", Boolean),  # at the end of the minute
+    Column("lost_at", Float),  # the first disconnection in the minute
+    Column("back_at", Float),  # the last reconnection in the minute
+    Column("record_severity", Integer),  # the worst in the minute (0..3)
+    Column("record_severity_at", Float),  # when it was first reached
+    Column("record_severity_last", Integer),  # at the end of the minute
     Index("ix_value_history_minute", "minute"),
 )
 
