@@ -7,7 +7,9 @@ stops with `pg_ctl stop -m immediate`, a second process holding a SQLite lock.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -164,4 +166,42 @@ def test_a_row_refused_for_good_is_quarantined_and_later_faults_page(
     finally:
         out = stop(proc)
         store.close()
+    assert "Traceback" not in out
+
+
+def test_sigterm_during_a_slow_send_sends_nothing_twice_after_a_restart(
+        tmp_path, ioc_factory, httpserver):
+    """The send in flight gets its grace, is recorded, and a restart does not repeat it."""
+    import threading
+
+    from werkzeug import Response
+
+    got: list[dict] = []
+    arrived = threading.Event()
+
+    def slow(request):
+        arrived.set()
+        time.sleep(3)  # within the worker's 5 s grace at stop
+        got.append(json.loads(request.data))
+        return Response("ok")
+
+    httpserver.expect_request("/slow", method="POST").respond_with_handler(slow)
+    ioc = ioc_factory(DB)
+    db = tmp_path / "bw.db"
+    cfg = write_config(tmp_path, ioc, httpserver.url_for("/slow"), f"sqlite:///{db}")
+    store = Store(f"sqlite:///{db}")
+    proc = start(cfg, ioc)
+    try:
+        wait_for(lambda: len(store.latest()) >= 3, what="all PVs connected")
+        caput(ioc, "T1", 50.0)
+        assert arrived.wait(20), "the page never reached the receiver"
+        proc.send_signal(signal.SIGTERM)  # while the receiver is still answering
+        assert proc.wait(timeout=30) == 0
+        proc = start(cfg, ioc)
+        wait_for(lambda: len(store.latest()) >= 3, what="connected again")
+        settle(5)  # a resend, if one were coming
+    finally:
+        out = stop(proc)
+        store.close()
+    assert [m["check_ids"] for m in got if m["kind"] == "alarm"] == [["temp-1"]]
     assert "Traceback" not in out
