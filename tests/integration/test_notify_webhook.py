@@ -200,6 +200,7 @@ async def test_token_in_url_and_header_never_shows(
     httpserver: HTTPServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # an in-process CLI run may have quieted it
     token = "T0KEN0123456789abcdefWXYZ"
     httpserver.expect_request(f"/services/{token}").respond_with_data(
         "invalid_token", status=403)

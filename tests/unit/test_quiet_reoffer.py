@@ -24,6 +24,9 @@ CONFIG = """
 beamline: I04
 timezone: Europe/London
 storage: {url: "sqlite:///{db}"}
+# the clock jumps 10 minutes a step: beamwatch's own health checks (store answering,
+# outbox age) would read those jumps as stalls and page ana too; not what this tests
+monitor: {checks: false}
 checks:
   - id: dcm-temp
     pv: BL04I-MO-DCM-01:TEMP1
