@@ -14,15 +14,15 @@ from pathlib import Path
 from .api import service
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, load_config
-from .engine.decide import Decider
 from .engine.engine import Engine
-from .engine.mode_notes import ModeNotes
 from .engine.noise import Noise
 from .health import SelfMonitor
 from .model import Severity
 from .notify.base import Message
 from .notify.registry import NotifyConfigError, build_registry
 from .notify.worker import OutboxWorker
+from .paging.decide import Decider
+from .paging.mode_notes import ModeNotes
 from .routing.calendars import CalendarFeeds
 from .routing.oncall import OnCallResolver
 from .routing.router import Router

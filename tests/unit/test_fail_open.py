@@ -1,8 +1,8 @@
 """A page goes somewhere, with the error, never nowhere (fail open, not shut)."""
 
 from beamwatch.config import parse_config
-from beamwatch.engine.decide import Decider
 from beamwatch.model import AlarmState, Severity, Transition
+from beamwatch.paging.decide import Decider
 from beamwatch.routing.router import Router
 
 CONFIG = """

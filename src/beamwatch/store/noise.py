@@ -32,10 +32,10 @@ from dataclasses import dataclass, replace
 from sqlalchemy import and_, case, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from ..engine.incidents import Incident, IncidentKind
-from ..engine.modes import ModeChange, ModeSource, Override
-from ..engine.silences import Matcher, Silence, matchers
 from ..model import Severity
+from ..model.incident import Incident, IncidentKind
+from ..model.modes import ModeChange, ModeSource, Override
+from ..model.silence import Matcher, Silence, matchers
 from . import tables as t
 from .store import Store
 

@@ -25,12 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ..config.schema import Config
-from ..model import AlarmState, MuteReason, Sample, Severity, Transition, value_text
-from ..notify.base import Message, Related
-from ..routing._time import show
-from ..routing.escalation import plan
-from ..routing.router import Held, Router
-from .incidents import (
+from ..engine.incidents import (
     ConsequenceAttached,
     ConsequencePromoted,
     Incident,
@@ -39,13 +34,16 @@ from .incidents import (
     IncidentOpened,
     IncidentResolved,
 )
-from .mute import Alert
-from .noise import Noise
+from ..engine.mute import Alert
+from ..engine.noise import Noise
+from ..model import AlarmState, MuteReason, Sample, Severity, Transition, value_text
+from ..model.message import HELD, TOLD, Message, Related
+from ..routing._time import show
+from ..routing.escalation import plan
+from ..routing.router import Held, Router
 
 log = logging.getLogger("beamwatch.decide")
 
-TOLD = "told:"  # receiver of a fan-out row: "whoever was told about this incident"
-HELD = "/held"  # dedup-key suffix of a page offered again when quiet hours end
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ class Decider:
         """Start-up: open incidents from the store, checks failing now (from the engine's
         restored states), and which incidents were already paged — a restart pages
         nobody twice, and an incident that ended while we were down is resolved."""
-        from .incidents import FailingCheck
+        from ..engine.incidents import FailingCheck
 
         failing = {}
         for cid in self.checks:
