@@ -34,8 +34,7 @@ def fail(d: Decider, check_id: str, now: float) -> list[dict]:
     d._states[check_id] = AlarmState(check_id, Severity.MAJOR, Severity.MAJOR, since=now)
     tr = Transition(check_id, now, Severity.OK, Severity.MAJOR, Severity.MAJOR, False, 5.0,
                     "too high", "threshold")
-    _, rows = d.decide([tr], now)
-    return rows
+    return d.decide([tr], now).rows
 
 
 def broken_router(monkeypatch):
