@@ -11,18 +11,16 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from .api import service
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, load_config
-from .engine.decide import Decider
+from .engine import commands as commands_
 from .engine.engine import Engine
-from .engine.mode_notes import ModeNotes
 from .engine.noise import Noise
 from .health import SelfMonitor
-from .model import Severity
-from .notify.base import Message
 from .notify.registry import NotifyConfigError, build_registry
 from .notify.worker import OutboxWorker
+from .paging.decide import Decider
+from .paging.reminders import reminder_rows
 from .routing.calendars import CalendarFeeds
 from .routing.oncall import OnCallResolver
 from .routing.router import Router
@@ -63,15 +61,14 @@ class App:
         self.config = config if config is not None else load_config(self.config_path)
         self.store = Store(self.config.storage.url)
         self.sources = dict(sources) if sources is not None else build_sources(self.config)
-        self.engine = Engine(self.config, self.sources, self.store, self.clock)
-        self.calendars = CalendarFeeds(self.config, self.config_path.parent, self.clock)
-        self.engine.decider = self._decider(self.config)
         self.registry = build_registry(self.config)
         self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock)
         self.noise_store = NoiseStore(self.store)
-        self.mode_notes = ModeNotes()  # mode changes, announced (routes with kind: mode)
-        self.engine.save_incidents = self.noise_store.save_incidents
-        self.engine.on_committed = self.worker.wake
+        self.engine = Engine(self.config, self.sources, self.store, self.clock,
+                             keep=self.noise_store.keep, on_committed=self.worker.wake)
+        self.calendars = CalendarFeeds(self.config, self.config_path.parent, self.clock)
+        self.decider = self._decider(self.config)
+        self.engine.use(self.decider)
         self.monitor = SelfMonitor(self.config, self.engine, self.clock)  # beamwatch.* checks
         self.sources.setdefault(self.monitor.source.name, self.monitor.source)
         self.started = self.clock.now()
@@ -119,73 +116,29 @@ class App:
         last = await self.engine.write(self.store.last_incidents)
         ids = sorted({i.id for i in incidents} | set(last.values()))
         paged = await self.engine.write(self.worker.outbox.paged, ids)
-        self.engine.queue_rows(self.engine.decider.restore(incidents, paged, now, last))
-        await self.engine.write(self.mode_notes.resume, self.store)  # no re-announcing
+        self.engine.queue(self.decider.restore(incidents, paged, now, last))
+        await self.engine.write(self.decider.notes.resume, self.store)  # no re-announcing
         await self.sync_noise()
         await self.apply_commands()  # queued while no engine ran: on the state people saw
         await self.engine.start()
         await self.engine.flush()
 
     async def sync_noise(self) -> None:
-        """Silences and the mode override live in the store (any front end writes them);
-        mirror them into the mute stages, and store what the engine decided: mode
-        changes and incident snapshots."""
+        """Silences and the mode override live in the store (any front end writes them):
+        mirror them into the mute stages; reminders and mode changes follow from them."""
         now = self.clock.now()
-        noise = self.engine.decider.noise
+        noise = self.decider.noise
         # reads run beside the writer thread, not behind a write that waits on a lock
         silences = await asyncio.to_thread(self.noise_store.silences, now - 86400)
         for silence in silences:
             noise.silences.put(silence)
-        self.engine.queue_rows(self._reminders(noise.silences.due_reminders(now), now))
+        self.engine.queue_rows(reminder_rows(noise.silences.due_reminders(now), self.config,
+                                             self._destinations, now))
         override = await asyncio.to_thread(self.noise_store.active_override, now)
-        records = self._apply_override(noise.modes, override, now) + noise.modes.tick(now)
-        if records:
-            for r in records:
-                log.warning("beamline mode: %s", r)
-            self._announce(records, now)
-            await self.engine.write(self.noise_store.log_mode_changes, records)
+        self.engine.queue(self.decider.sync_mode(override, now))
 
-    def _announce(self, records: list, now: float) -> None:
-        """Mode changes become outbox rows in the engine's next batch (stored, then sent)."""
-        d = self.engine.decider
-        self.engine.queue_rows(self.mode_notes.rows(records, d.router, self.config,
-                                                    d.noise.modes, now))
-
-    def _reminders(self, reminders, now: float) -> list[dict]:
-        """Tell a silence's author (when a configured person) that it is about to end;
-        one row per (silence, end): the dedup key makes it once, across restarts."""
-        rows = []
-        for r in reminders:
-            if r.author not in self.config.people:
-                continue
-            names = [n.name for n in self.registry.person(r.author)]
-            if not names:
-                continue
-            message = Message(kind="reminder", beamline=self.config.beamline,
-                              title=f"silence {r.silence_id} ends soon", severity=Severity.OK,
-                              text=r.text, time=now, timezone=self.config.timezone)
-            rows.append({"dedup_key": r.key, "kind": "reminder",
-                         "receiver": f"person:{r.author}", "destination": names[0],
-                         "route": "author of the silence", "created_at": now,
-                         "message": {**message.to_dict(), "fallbacks": names[1:]},
-                         "expires_at": r.end})
-        return rows
-
-    @staticmethod
-    def _apply_override(modes, override, now: float) -> list:
-        current = modes.override
-        if override is None:
-            if current is not None and current.until > now:
-                return modes.clear_override(author=current.author, now=now,
-                                            reason="override cleared")
-            return []
-        same = current is not None and (current.mode, current.author, current.reason,
-                                        current.until) == (override.mode, override.author,
-                                                           override.reason, override.until)
-        if same:
-            return []
-        return modes.set_override(override.mode, author=override.author,
-                                  reason=override.reason, now=now, until=override.until)
+    def _destinations(self, person: str) -> list[str]:
+        return [n.name for n in self.registry.person(person)]
 
     async def step(self) -> None:
         """One tick and everything it leads to, delivered: what `run` does each second,
@@ -214,21 +167,7 @@ class App:
                                   same_modes=config.modes == self.config.modes)
         decider = Decider(config, router, noise, sample_of=self.engine.sample_of,
                           state_of=self.engine.state_of)
-        if previous is not None:
-            decider.paged, decider.unpaged = previous.paged, previous.unpaged
-            decider.last_incident = previous.last_incident
-        self.engine.on_mode_sample = self._on_mode_sample
-        self.engine.mode_of = noise.modes.mode
-        return decider
-
-    def _on_mode_sample(self, sample) -> None:
-        records = self.engine.decider.noise.modes.on_pv(sample.value, self.clock.now(),
-                                                        sample.connected)
-        for record in records:
-            log.warning("beamline mode: %s", record)
-        if records:
-            self._announce(records, self.clock.now())
-            asyncio.ensure_future(self.engine.write(self.noise_store.log_mode_changes, records))
+        return decider.take_over(previous) if previous is not None else decider
 
     def stop(self) -> None:
         self._stop.set()
@@ -249,13 +188,14 @@ class App:
             log.error("reload refused, keeping the running config: %s", e)
             return
         try:  # everything that can refuse the new config, before anything changes
-            decider = self._decider(config, previous=self.engine.decider)
+            decider = self._decider(config, previous=self.decider)
         except Exception as e:
             log.error("reload refused, keeping the running config: %s", e)
             asyncio.ensure_future(registry.aclose())
             return
         report = self.engine.reload(config)
-        self.engine.decider = decider
+        self.decider = decider
+        self.engine.use(decider)
         self.config = config
         old_registry = self.registry
         self.registry = registry
@@ -319,27 +259,15 @@ class App:
             self._side_failing.discard(name)
 
     async def apply_commands(self) -> None:
-        """Commands queued by the CLI (and later the web and Slack) for this engine."""
+        """Commands queued by the front ends for this engine (engine/commands.py)."""
         commands = await asyncio.to_thread(self.store.queued_commands)
         for cmd in commands:
-            status, result = self._apply(cmd)
+            status, result = commands_.apply(self.engine, cmd, self.clock.now())
+            if status == "expired":
+                log.warning("command %d not applied: %s", cmd.id, result)
             await self.engine.flush()
             await self.engine.write(self.store.finish_command, cmd.id, status, result,
                                     self.clock.now())
-
-    def _apply(self, cmd) -> tuple[str, str]:
-        if expired := service.expired_command(cmd, self.clock.now()):
-            log.warning("command %d not applied: %s", cmd.id, expired)
-            return "expired", expired
-        if cmd.verb == "ack":
-            check_id = cmd.args.get("check_id", "")
-            try:
-                done = self.engine.acknowledge(check_id, cmd.actor)
-            except KeyError:
-                return "failed", f"unknown check '{check_id}'"
-            return "done", (f"acknowledged {check_id}" if done else
-                            f"{check_id} has nothing to acknowledge")
-        return "failed", f"unknown command '{cmd.verb}'"
 
     async def _beat(self) -> None:
         await self.engine.write(self.store.beat, "engine", os.getpid(), socket.gethostname(),

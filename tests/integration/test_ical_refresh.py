@@ -96,7 +96,7 @@ async def engine(tmp_path, httpserver, cache):
 
 
 def on_call(app: App):
-    return app.engine.decider.router.oncall.who("mx", app.clock.now())
+    return app.decider.router.oncall.who("mx", app.clock.now())
 
 
 async def test_a_slow_calendar_server_never_holds_up_the_engine(engine):
@@ -109,9 +109,9 @@ async def test_a_slow_calendar_server_never_holds_up_the_engine(engine):
     for _ in range(3):
         clock.advance(1.0)
         await app.step()
-    decider = app.engine.decider
+    decider = app.decider
     app.reload()
-    assert app.engine.decider is not decider  # the reload took (same feeds)
+    assert app.decider is not decider  # the reload took (same feeds)
     assert on_call(app).person == "ben"  # the rota until the calendar arrives
     assert "not loaded yet" in on_call(app).reason
     assert not feed.answered.is_set()  # all of that happened while the server held on

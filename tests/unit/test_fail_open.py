@@ -1,8 +1,8 @@
 """A page goes somewhere, with the error, never nowhere (fail open, not shut)."""
 
 from beamwatch.config import parse_config
-from beamwatch.engine.decide import Decider
 from beamwatch.model import AlarmState, Severity, Transition
+from beamwatch.paging.decide import Decider
 from beamwatch.routing.router import Router
 
 CONFIG = """
@@ -34,8 +34,7 @@ def fail(d: Decider, check_id: str, now: float) -> list[dict]:
     d._states[check_id] = AlarmState(check_id, Severity.MAJOR, Severity.MAJOR, since=now)
     tr = Transition(check_id, now, Severity.OK, Severity.MAJOR, Severity.MAJOR, False, 5.0,
                     "too high", "threshold")
-    _, rows = d.decide([tr], now)
-    return rows
+    return d.decide([tr], now).rows
 
 
 def broken_router(monkeypatch):

@@ -10,12 +10,12 @@ from datetime import datetime
 import pytest
 
 from beamwatch.config import ConfigError, parse_config
-from beamwatch.engine.mode_notes import ModeNotes
 from beamwatch.engine.modes import ModeChange, ModeProblem, ModeSource, ModeTracker
 from beamwatch.model import Severity
 from beamwatch.notify.base import Message
 from beamwatch.notify.render import Renderer
 from beamwatch.notify.webhook import webhook_body
+from beamwatch.paging.mode_notes import ModeNotes
 from beamwatch.routing import Router
 
 CONFIG = textwrap.dedent("""\

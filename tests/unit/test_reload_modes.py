@@ -54,7 +54,7 @@ class Beamline:
 
     @property
     def mode(self):
-        return self.app.engine.decider.noise.modes.status(self.clock.now())
+        return self.app.decider.noise.modes.status(self.clock.now())
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ async def test_a_new_mode_name_keeps_the_mode_the_pv_gave(beamline):
     await beamline.tick(3)
     assert beamline.app.config.modes.names[-1] == "maintenance"  # the reload took
     assert (beamline.mode.mode, beamline.mode.source) == ("unattended", ModeSource.PV)
-    assert beamline.app.engine.mode_of(beamline.clock.now()) == "unattended"
+    assert beamline.app.decider.mode(beamline.clock.now()) == "unattended"
 
 
 async def test_a_changed_map_maps_the_last_pv_value_again(beamline):

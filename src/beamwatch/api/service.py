@@ -12,10 +12,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .. import timefmt
 from ..config.schema import Config
 from ..model import AlarmState, Severity, json_value, value_text
-from ..store import Command, Store
+from ..store import Store
 
 ENGINE_ALIVE_WITHIN = 15.0  # seconds since the last heartbeat
 
@@ -108,11 +107,6 @@ class CommandResult:
 
 ENGINE_NOT_RUNNING = ("no engine is running; the ack is queued and will be applied when "
                       "`beamwatch run` starts")
-# A queued command older than this is dropped, not applied: whoever sent it saw a
-# beamline that may be long gone (the alarm cleared and a new one is nobody's ack).
-COMMAND_EXPIRES = {"ack": 86400.0}
-
-
 def acknowledge(config: Config, store: Store, check_id: str, who: str,
                 wait: float = 10.0, now: float | None = None) -> CommandResult:
     """Acknowledge a check's alarm. The command is only ever queued: the engine applies
@@ -149,15 +143,6 @@ def _queue_for_later(store: Store, check_id: str, who: str, now: float) -> Comma
                                    "queued)", queued=True, engine_running=False)
     store.queue_command("ack", {"check_id": check_id}, who, now)
     return CommandResult(True, ENGINE_NOT_RUNNING, queued=True, engine_running=False)
-
-
-def expired_command(cmd: Command, now: float) -> str | None:
-    """Why a queued command is too old to apply, or None to apply it."""
-    limit = COMMAND_EXPIRES.get(cmd.verb)
-    if limit is None or now - cmd.time <= limit:
-        return None
-    return (f"dropped: {cmd.verb} queued by {cmd.actor} {timefmt.ago(cmd.time, now)} ago, "
-            f"more than {limit / 3600:g}h before the engine could apply it")
 
 
 def load_report(config: Config, store: Store, since: float, until: float | None = None):

@@ -22,6 +22,7 @@ from ..checks.expr import CheckNames
 from ..clock import Clock, SystemClock
 from ..config.schema import CheckConfig, Config
 from ..model import AlarmState, Evaluation, Sample, Severity, Transition
+from ..model.decision import Decision
 from ..sources.base import Source
 from ..store import LatestValue, Store
 from ..store.errors import describe
@@ -33,23 +34,43 @@ log = logging.getLogger(__name__)
 
 
 class Decider(Protocol):
-    """Turns transitions into notifications (mute stages + routing); see engine/decide.py."""
+    """What the engine asks of deciding (mute stages, incidents, routing): the
+    implementation is beamwatch.paging.decide.Decider. Every call returns one
+    Decision, which the engine stores as one batch."""
 
-    def decide(self, transitions: list[Transition],
-               now: float) -> tuple[list[Transition], list[dict]]:
-        """The transitions annotated (mute reason, incident) and outbox rows, each with
-        `transition_index` into that list (None: not caused by one transition)."""
+    def decide(self, transitions: list[Transition], now: float) -> Decision:
+        """The transitions annotated (mute reason, incident), same order, and what
+        they cause (outbox rows with `transition_index` into them)."""
 
-    def tick(self, now: float) -> Any:
-        """Time passed; returns an object with `rows` (outbox rows) to store."""
+    def tick(self, now: float) -> Decision:
+        """Time passed: held failures settle, muted pages are offered again."""
+
+    def on_mode_sample(self, sample: Sample, now: float) -> Decision:
+        """A sample of the mode PV: the mode changes it makes, logged and announced."""
+
+    def mode(self, now: float) -> str | None:
+        """The beamline mode now (None: modes are not followed)."""
 
 
 class NoNotifications:
-    def decide(self, transitions, now):
-        return transitions, []
+    """The Decider of an engine that only logs (tests, tools): decides nothing."""
 
-    def tick(self, now):
+    def decide(self, transitions: list[Transition], now: float) -> Decision:
+        return Decision(transitions=list(transitions))
+
+    def tick(self, now: float) -> Decision:
+        return Decision()
+
+    def on_mode_sample(self, sample: Sample, now: float) -> Decision:
+        return Decision()
+
+    def mode(self, now: float) -> str | None:
         return None
+
+
+# Stores what a decision holds besides transitions and rows (incident snapshots, mode
+# changes) in the batch's own transaction: (decision, now, connection) -> None
+Keep = Callable[[Decision, float, Any], None]
 
 
 @dataclass
@@ -98,26 +119,26 @@ class EngineStats:
 
 class Engine:
     def __init__(self, config: Config, sources: dict[str, Source], store: Store,
-                 clock: Clock | None = None, decider: Decider | None = None,
-                 on_committed: Callable[[], None] | None = None):
+                 clock: Clock | None = None, *, decider: Decider | None = None,
+                 keep: Keep | None = None, on_committed: Callable[[], None] | None = None):
+        """`keep` stores a decision's incident snapshots and mode changes with its batch;
+        `on_committed` is called when stored notifications wait to be sent (the outbox)."""
         self.config = config
         self.sources = sources
         self.store = store
         self.clock = clock or SystemClock()
-        self.decider = decider or NoNotifications()
+        self.decider: Decider = decider or NoNotifications()
+        self.keep = keep
         self.on_committed = on_committed
         self.runtimes: dict[str, Runtime] = {}
         self.by_address: dict[tuple[str, str], list[Runtime]] = {}
         self.readers: dict[str, list[Runtime]] = {}  # check id -> checks whose `when:` read it
         self.history = MinuteHistory()
         self._pending: list[tuple[Transition, AlarmState]] = []
-        self._pending_rows: list[dict] = []  # notifications decided with no transition
+        self._decided: list[Decision] = []  # decided with no transition (ticks, mode, start)
         self.writer = BatchWriter(store, self.write, self.clock.now, self._committed)
         self.stats = EngineStats(store=self.writer.stats)
-        self.save_incidents: Callable | None = None  # (incidents, now, conn) -> None
         self.mode_address = config.modes.from_pv
-        self.on_mode_sample: Callable[[Sample], None] | None = None
-        self.mode_of: Callable[[float], str] | None = None  # for checks with by_mode
         self._last_mode: str | None = None
         self._flush_scheduled = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beamwatch-store")
@@ -225,9 +246,9 @@ class Engine:
         self.stats.samples += len(batch)
         by_address = self.by_address
         for sample in batch:
-            if sample.address == self.mode_address and self.on_mode_sample is not None:
+            if sample.address == self.mode_address:
                 try:
-                    self.on_mode_sample(sample)
+                    self.queue(self.decider.on_mode_sample(sample, now))
                 except Exception:  # the mode stays as it was; the checks still run
                     log.exception("the mode PV's sample %s could not be applied", sample.address)
             for rt in by_address.get((source, sample.address), ()):
@@ -264,7 +285,7 @@ class Engine:
         """The check's verdict. A check that raises is INVALID with the error as its
         message, so a bug in one check is seen and every other check goes on."""
         try:
-            mode = self.mode_of(now) if rt.check.in_mode and self.mode_of else None
+            mode = self.decider.mode(now) if rt.check.in_mode else None
             return rt.check.evaluate(rt.input, now, self._values_for(rt), mode)
         except Exception as e:
             return self._failed(rt, e, now)
@@ -333,7 +354,7 @@ class Engine:
     def tick(self) -> None:
         """Once a second: staleness, disconnect grace, `for:` delays."""
         now = self.clock.now()
-        mode = self.mode_of(now) if self.mode_of else None
+        mode = self.decider.mode(now)
         mode_changed, self._last_mode = mode != self._last_mode, mode
         for rt in self.runtimes.values():
             try:  # a check that raises must not skip the later ones, the decider or commands
@@ -344,14 +365,23 @@ class Engine:
                     self._queue(rt, transitions)
             except Exception as e:
                 self._contain(rt, e, now)
-        decided = self.decider.tick(now)
-        self.queue_rows(decided.rows if decided is not None else [])
+        self.queue(self.decider.tick(now))
+
+    def use(self, decider: Decider) -> None:
+        """Decide with `decider` from now on (at start, and on reload: the new one has
+        taken over the old one's state, see paging.decide.Decider.take_over)."""
+        self.decider = decider
+
+    def queue(self, decision: Decision | None) -> None:
+        """A decision with no transition of its own (a tick, the mode, start-up, a
+        silence reminder): stored with the next batch."""
+        if decision:
+            self._decided.append(decision)
+            self._schedule_flush()
 
     def queue_rows(self, rows: list[dict]) -> None:
-        """Notifications decided with no transition behind them (settling, unmuting)."""
-        self._pending_rows.extend(rows)
-        if rows or getattr(self.decider, "changed_incidents", None):
-            self._schedule_flush()
+        """Notifications decided outside the Decider (silence reminders)."""
+        self.queue(Decision(rows=rows))
 
     def acknowledge(self, check_id: str, who: str) -> list[Transition]:
         rt = self.runtimes.get(check_id)
@@ -382,34 +412,32 @@ class Engine:
     def decide_pending(self) -> None:
         """Mute, route and annotate what happened since the last call; queue it to store."""
         items, self._pending = self._pending, []
-        extra, self._pending_rows = self._pending_rows, []
-        if not (items or extra or getattr(self.decider, "changed_incidents", None)
-                or getattr(self.decider, "fates", None)):
+        queued, self._decided = self._decided, []
+        if not (items or queued):
             return
         now = self.clock.now()
+        transitions = [tr for tr, _ in items]
         try:
-            annotated, notes = self.decider.decide([tr for tr, _ in items], now)
+            decision = self.decider.decide(transitions, now) if items else Decision()
         except Exception:  # a bug in routing or muting: still log what happened
             log.exception("deciding notifications failed; the transitions are stored "
                           "without them")
-            annotated, notes = [tr for tr, _ in items], []
-        rows = [(tr, st) for tr, (_, st) in zip(annotated, items, strict=True)]
-        take = getattr(self.decider, "take_fates", None)
-        rows += take() if take else []
-        self.writer.put(Batch(rows, notes + extra, self._decided_too(now)))
+            decision = Decision(transitions=transitions)
+        for other in queued:
+            decision.absorb(other)
+        rows = [(tr, st) for tr, (_, st) in zip(decision.transitions, items, strict=True)]
+        self.writer.put(Batch(rows + decision.fates, decision.rows, self._keeping(decision, now)))
 
     def _committed(self, notified: bool) -> None:
         if notified and self.on_committed:
             self.on_committed()
 
-    def _decided_too(self, now: float) -> Callable | None:
-        """Incident snapshots the decider changed, to commit with the same batch."""
-        changed = getattr(self.decider, "changed_incidents", None)
-        if not changed or self.save_incidents is None:
+    def _keeping(self, decision: Decision, now: float) -> Callable | None:
+        """What of the decision `keep` stores in the batch's transaction, if anything."""
+        if self.keep is None or not (decision.incidents or decision.mode_changes):
             return None
-        self.decider.changed_incidents = {}
-        incidents, save = list(changed.values()), self.save_incidents
-        return lambda conn: save(incidents, now, conn)
+        keep = self.keep
+        return lambda conn: keep(decision, now, conn)
 
     async def flush_values(self, final: bool = False) -> None:
         """Latest values (for status) and finished minutes of history."""

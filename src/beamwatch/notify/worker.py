@@ -49,8 +49,8 @@ from sqlalchemy import select
 
 from ..clock import Clock, SystemClock
 from ..config.schema import Config
-from ..engine.decide import HELD, TOLD
 from ..model import Severity
+from ..model.message import HELD, TOLD
 from ..routing.router import Router
 from ..store import Store
 from ..store import tables as t

@@ -32,10 +32,11 @@ from dataclasses import dataclass, replace
 from sqlalchemy import and_, case, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from ..engine.incidents import Incident, IncidentKind
-from ..engine.modes import ModeChange, ModeSource, Override
-from ..engine.silences import Matcher, Silence, matchers
 from ..model import Severity
+from ..model.decision import Decision
+from ..model.incident import Incident, IncidentKind
+from ..model.modes import ModeChange, ModeSource, Override
+from ..model.silence import Matcher, Silence, matchers
 from . import tables as t
 from .store import Store
 
@@ -188,16 +189,28 @@ class NoiseStore:
 
     # -- the mode change log ---------------------------------------------------------------
 
-    def log_mode_changes(self, changes: Iterable[ModeChange]) -> int:
+    def log_mode_changes(self, changes: Iterable[ModeChange],
+                         conn: Connection | None = None) -> int:
         """Append ModeChange records (ModeProblems and other records are skipped);
-        returns how many were written. One statement."""
+        returns how many were written. One statement; inside `conn`'s transaction if
+        given (the engine stores them with the decision they belong to)."""
         rows = [{"time": ch.time, "old": ch.old, "new": ch.new, "source": str(ch.source),
                  "author": ch.author, "reason": ch.reason or ""}
                 for ch in changes if isinstance(ch, ModeChange)]
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(insert(t.mode_changes), rows)
+        if rows and conn is not None:
+            conn.execute(insert(t.mode_changes), rows)
+        elif rows:
+            with self.engine.begin() as c:
+                c.execute(insert(t.mode_changes), rows)
         return len(rows)
+
+    def keep(self, decision: Decision, now: float, conn: Connection) -> None:
+        """What the engine decided besides transitions and rows: incident snapshots and
+        mode changes, in the transaction of the batch they belong to."""
+        if decision.incidents:
+            self.save_incidents(decision.incidents, now, conn)
+        if decision.mode_changes:
+            self.log_mode_changes(decision.mode_changes, conn)
 
     def mode_changes(self, since: float | None = None,
                      limit: int | None = None) -> list[ModeChange]:

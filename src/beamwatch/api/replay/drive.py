@@ -25,8 +25,8 @@ from typing import Any
 
 from ...clock import FakeClock
 from ...config.schema import Config
-from ...engine.modes import ModeChange
 from ...model import Severity
+from ...model.modes import ModeChange
 from ...notify.base import Delivery
 from ...sources.soft import SoftSource
 from ...store.outbox import Outbox
@@ -144,7 +144,7 @@ class _Run:
             # the log knows nothing (a check with no data at all never has an opinion)
             rt.input.started = self.stream.first.get(rt.address, float("inf"))
         await app.start()
-        noise = app.engine.decider.noise
+        noise = app.decider.noise
         for s in self.stream.silences:
             noise.silences.put(s)
         await self._loop()
@@ -179,7 +179,7 @@ class _Run:
 
     def _apply(self, batch: list[Event], now: float) -> None:
         engine = self.app.engine
-        modes = engine.decider.noise.modes
+        modes = self.app.decider.noise.modes
         for ev in batch:
             if ev.kind == "value":
                 self._value[ev.address] = ev.data
@@ -239,7 +239,7 @@ class _Run:
     def _wake(self, now: float) -> float:
         """The next time something may happen without a new event."""
         engine = self.app.engine
-        decider = engine.decider
+        decider = self.app.decider
         noise = decider.noise
         times = [now + IDLE]
         if self._due is not None:

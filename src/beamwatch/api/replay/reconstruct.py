@@ -39,9 +39,9 @@ from typing import Any
 from sqlalchemy import inspect, select
 
 from ...config.schema import CheckConfig, Config
-from ...engine.modes import ModeChange
 from ...engine.noise import maintenance_windows
 from ...model import Severity
+from ...model.modes import ModeChange
 from ...store import Store
 from ...store import tables as t
 from ...store.noise import NoiseStore

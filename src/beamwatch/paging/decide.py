@@ -22,15 +22,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..config.schema import Config
-from ..model import AlarmState, MuteReason, Sample, Severity, Transition, value_text
-from ..notify.base import Message, Related
-from ..routing._time import show
-from ..routing.escalation import plan
-from ..routing.router import Held, Router
-from .incidents import (
+from ..engine.incidents import (
     ConsequenceAttached,
     ConsequencePromoted,
     Incident,
@@ -39,20 +34,19 @@ from .incidents import (
     IncidentOpened,
     IncidentResolved,
 )
-from .mute import Alert
-from .noise import Noise
+from ..engine.mute import Alert
+from ..engine.noise import Noise
+from ..model import AlarmState, MuteReason, Sample, Severity, Transition, value_text
+from ..model.decision import Decision
+from ..model.message import HELD, TOLD, Message, Related
+from ..model.modes import Override
+from ..routing._time import show
+from ..routing.escalation import plan
+from ..routing.router import Held, Router
+from .mode_notes import ModeNotes
 
 log = logging.getLogger("beamwatch.decide")
 
-TOLD = "told:"  # receiver of a fan-out row: "whoever was told about this incident"
-HELD = "/held"  # dedup-key suffix of a page offered again when quiet hours end
-
-
-@dataclass(frozen=True)
-class Decisions:
-    """What `tick` decided with no transition behind it."""
-
-    rows: list[dict]
 
 
 class Decider:
@@ -66,8 +60,10 @@ class Decider:
         self.sample_of = sample_of or (lambda cid: None)
         self.state_of = state_of or (lambda cid: None)
         self._previous: dict[str, Severity] = {}
-        self.changed_incidents: dict[str, Incident] = {}  # to persist, drained by the app
-        self.fates: list[tuple[Transition, AlarmState]] = []  # log entries, drained by engine
+        # gathered during one call, returned in its Decision
+        self._changed: dict[str, Incident] = {}
+        self._fates: list[tuple[Transition, AlarmState]] = []
+        self.notes = ModeNotes()  # mode changes, announced (routes with kind: mode)
         self.checks = {c.id: c for c in config.checks}
         self.paged: dict[str, Severity] = {}  # incident id -> worst severity paged
         self.unpaged: dict[str, Incident] = {}  # open incidents whose page a stage held
@@ -75,8 +71,7 @@ class Decider:
 
     # -- the engine's Decider protocol ------------------------------------------------------
 
-    def decide(self, transitions: list[Transition], now: float) -> tuple[list[Transition],
-                                                                          list[dict]]:
+    def decide(self, transitions: list[Transition], now: float) -> Decision:
         out_tr, rows = [], []
         for index, tr in enumerate(transitions):
             tr, new_rows = self._one(tr, now)
@@ -84,14 +79,67 @@ class Decider:
             for row in new_rows:
                 row.setdefault("transition_index", index)
             rows.extend(new_rows)
-        return out_tr, rows
+        return self._decision(rows, transitions=out_tr)
+
+    def mode(self, now: float) -> str:
+        return self.noise.modes.mode(now)
+
+    def on_mode_sample(self, sample: Sample, now: float) -> Decision:
+        records = self.noise.modes.on_pv(sample.value, now, sample.connected)
+        return self._mode_records(records, now)
+
+    def sync_mode(self, override: Override | None, now: float) -> Decision:
+        """The override as the store has it now (any front end sets it), and the mode
+        schedule and override expiry: what changed, logged and announced."""
+        records = self._apply_override(override, now) + self.noise.modes.tick(now)
+        return self._mode_records(records, now)
+
+    def take_over(self, previous: Decider) -> Decider:
+        """On a reload: carry on from the running decider — who was paged, which pages a
+        stage holds, each check's latest incident, the mode last announced. (The mute
+        stages' own state carries over in Noise.from_config.)"""
+        self.paged, self.unpaged = previous.paged, previous.unpaged
+        self.last_incident, self._previous = previous.last_incident, previous._previous
+        self.notes.last = previous.notes.last
+        return self
+
+    def _decision(self, rows: list[dict], transitions: list[Transition] | None = None,
+                  mode_changes: list | None = None) -> Decision:
+        """Everything this call decided, with the incidents it changed and the fates it
+        logged; nothing is kept back for a later call."""
+        incidents, self._changed = list(self._changed.values()), {}
+        fates, self._fates = self._fates, []
+        return Decision(transitions or [], rows, fates, incidents, mode_changes or [])
+
+    def _mode_records(self, records: list, now: float) -> Decision:
+        for record in records:
+            log.warning("beamline mode: %s", record)
+        rows = self.notes.rows(records, self.router, self.config, self.noise.modes, now) \
+            if records else []
+        return self._decision(rows, mode_changes=records)
+
+    def _apply_override(self, override: Override | None, now: float) -> list:
+        modes = self.noise.modes
+        current = modes.override
+        if override is None:
+            if current is not None and current.until > now:
+                return modes.clear_override(author=current.author, now=now,
+                                            reason="override cleared")
+            return []
+        same = current is not None and (current.mode, current.author, current.reason,
+                                        current.until) == (override.mode, override.author,
+                                                           override.reason, override.until)
+        if same:
+            return []
+        return modes.set_override(override.mode, author=override.author,
+                                  reason=override.reason, now=now, until=override.until)
 
     def restore(self, incidents: list[Incident], paged: set[str], now: float,
-                last_incident: dict[str, str] | None = None) -> list[dict]:
+                last_incident: dict[str, str] | None = None) -> Decision:
         """Start-up: open incidents from the store, checks failing now (from the engine's
         restored states), and which incidents were already paged — a restart pages
         nobody twice, and an incident that ended while we were down is resolved."""
-        from .incidents import FailingCheck
+        from ..engine.incidents import FailingCheck
 
         failing = {}
         for cid in self.checks:
@@ -107,9 +155,9 @@ class Decider:
             for cid in (inc.root, *inc.consequences):
                 self.last_incident[cid] = inc.id
         events = self.noise.incidents.restore(incidents, failing, now)
-        return self._on_events(events, now)
+        return self._decision(self._on_events(events, now))
 
-    def tick(self, now: float) -> Decisions:
+    def tick(self, now: float) -> Decision:
         """Time passed: held failures settle, flapping ends, muted pages are re-offered."""
         rows: list[dict] = []
         rows += self._on_events(self.noise.incidents.tick(now), now)
@@ -122,7 +170,7 @@ class Decider:
                 del self.unpaged[inc_id]
                 continue
             rows += self._page(live, "alarm", now)
-        return Decisions(rows)
+        return self._decision(rows)
 
     # -- one transition ---------------------------------------------------------------------
 
@@ -159,7 +207,7 @@ class Decider:
     def _on_events(self, events, now: float, tr: Transition | None = None) -> list[dict]:
         rows: list[dict] = []
         for ev in events:
-            self.changed_incidents[ev.incident.id] = ev.incident
+            self._changed[ev.incident.id] = ev.incident
             if isinstance(ev, (IncidentOpened, ConsequencePromoted)):
                 for cid in (ev.incident.root, *ev.incident.consequences):
                     self.last_incident[cid] = ev.incident.id
@@ -211,14 +259,10 @@ class Decider:
         state = self.state_of(check_id)
         if state is None or check_id not in self.checks:
             return
-        self.fates.append((Transition(
+        self._fates.append((Transition(
             check_id, now, state.severity, state.severity, state.current, state.acked,
             state.value, state.message, reason, muted=muted, mute_detail=detail,
             incident_id=inc.id), state))
-
-    def take_fates(self) -> list[tuple[Transition, AlarmState]]:
-        out, self.fates = self.fates, []
-        return out
 
     def _offer(self, check_id: str) -> None:
         inc = self.noise.incidents.incident_of(check_id)

@@ -27,12 +27,13 @@ from collections.abc import Iterable
 from sqlalchemy import select
 
 from ..config.schema import Config
+from ..engine.modes import ModeTracker
 from ..model import Severity
-from ..notify.base import Message
+from ..model.message import Message
+from ..model.modes import ModeChange, ModeRecord, ModeSource
 from ..routing.router import Router
 from ..store import Store
 from ..store import tables as t
-from .modes import ModeChange, ModeRecord, ModeSource, ModeTracker
 
 log = logging.getLogger("beamwatch")
 
