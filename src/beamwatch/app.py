@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, load_config
+from .config.schema import INTERNAL_SOURCE
 from .engine import commands as commands_
 from .engine.engine import Engine
 from .engine.noise import Noise
@@ -37,16 +39,34 @@ BEAT_EVERY = 5.0
 PURGE_EVERY = 3600.0
 
 
-def build_sources(config: Config) -> dict[str, Source]:
-    """One source object per named source that some check uses."""
-    from .sources.ca import CaSource  # libca is loaded only when a CA source is needed
+# source kind -> (module, class); imported only when a check needs it (libca, p4p,
+# database drivers are heavy). Each class has from_config(name, config, clock).
+SOURCE_CLASSES = {
+    "ca": ("beamwatch.sources.ca", "CaSource"),
+    "pva": ("beamwatch.sources.pva", "PvaSource"),
+    "http": ("beamwatch.sources.http", "HttpSource"),
+    "sql": ("beamwatch.sources.sql", "SqlSource"),
+    "files": ("beamwatch.sources.files", "FileSource"),
+    "heartbeat": ("beamwatch.sources.heartbeat", "HeartbeatSource"),
+}
 
-    used = {c.source or "ca" for c in config.checks if c.pv}
+
+def source_kind(config: Config, name: str) -> str:
+    """The kind of a source name: a declared source's kind, or the built-in of that name."""
+    declared = config.sources.get(name)
+    return declared.kind if declared is not None else name
+
+
+def build_sources(config: Config, clock: Clock | None = None) -> dict[str, Source]:
+    """One source object per source that some check uses."""
+    used = {c.input_source for c in config.checks if c.input_source != INTERNAL_SOURCE}
     if config.modes.from_pv:
         used.add("ca")
     sources: dict[str, Source] = {}
     for name in sorted(used):
-        sources[name] = CaSource(name, config.sources.get(name))
+        module, cls = SOURCE_CLASSES[source_kind(config, name)]
+        source_class = getattr(importlib.import_module(module), cls)
+        sources[name] = source_class.from_config(name, config, clock)
     return sources
 
 
@@ -60,7 +80,8 @@ class App:
         self.clock = clock or SystemClock()
         self.config = config if config is not None else load_config(self.config_path)
         self.store = Store(self.config.storage.url)
-        self.sources = dict(sources) if sources is not None else build_sources(self.config)
+        self.sources = dict(sources) if sources is not None else build_sources(self.config,
+                                                                               self.clock)
         self.registry = build_registry(self.config)
         self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock)
         self.noise_store = NoiseStore(self.store)
@@ -200,6 +221,9 @@ class App:
         old_registry = self.registry
         self.registry = registry
         self.worker.reconfigure(config, registry)
+        for source in self.sources.values():  # polled sources read their checks' settings
+            if hasattr(source, "reconfigure"):
+                source.reconfigure(config)
         self.monitor.reconfigure(config)
         asyncio.ensure_future(old_registry.aclose())
         log.warning("config reloaded: %s", {k: len(v) for k, v in report.items()})

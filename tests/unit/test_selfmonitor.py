@@ -87,13 +87,13 @@ def test_checks_may_depend_on_and_routes_match_the_built_in_checks():
     ("- {id: beamwatch.disk, internal: disk}",
      3, "checks[0].internal: unknown internal metric 'disk' (known: store, quarantine"),
     ("- {id: beamwatch.x, internal: store, pv: A}",
-     3, "checks[0]: give exactly one input: pv: or internal:"),
+     3, "checks[0]: give exactly one input, not pv and internal"),
     ("- {id: mine, internal: store}",
      3, "checks[0]: an internal: check's id starts with 'beamwatch.'"),
     ("- {id: beamwatch.a, pv: A}",
      3, "checks[0]: ids starting with 'beamwatch.' are for beamwatch's own checks"),
     ("- {id: beamwatch.loop, source: ca}",
-     3, "checks[0]: source: is for pv: checks"),
+     3, "checks[0]: source: is for pv:, pva:, get:/post: and query: checks, not internal:"),
 ])
 def test_bad_internal_checks_are_clear_errors_with_their_line(entry, line, message):
     with pytest.raises(ConfigError) as info:
