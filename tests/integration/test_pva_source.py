@@ -233,6 +233,7 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
 
 def test_run_pva_check_above_threshold_is_major(tmp_path: Path, ioc: Ioc, writer) -> None:
     writer.put(ioc.pv("temp"), 20.0)
+    writer.put(ioc.pv("shutter"), {"value.index": 1})  # "Open"
     cfg = tmp_path / "bw.yaml"
     cfg.write_text(f"""
 beamline: TEST
@@ -249,6 +250,9 @@ checks:
     proc = subprocess.Popen([str(BIN), "run", "-c", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        # `status` before `run` has created the database races it to create the tables
+        # (seen: "table alarm_states already exists"); its first line comes after
+        assert "watching" in proc.stdout.readline()
         ok = wait_for(lambda: (s := status_of(cfg, "det-temp")) and s["value"] == 20.0 and s,
                       what="det-temp's first value")
         assert ok["severity"] == "OK"
@@ -257,8 +261,13 @@ checks:
                          and s["severity"] == "MAJOR" and s, what="det-temp MAJOR")
         assert major["value"] == 45.0
         assert status_of(cfg, "det-shutter")["severity"] == "OK"  # "Open", by its label
-    finally:
+    except AssertionError as error:
         proc.send_signal(signal.SIGTERM)
+        raise AssertionError(f"{error}\nstatus: {cli(cfg, 'status', '--json').stdout}\n"
+                             f"beamwatch run said:\n{proc.communicate(timeout=20)[0]}") from None
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
         writer.put(ioc.pv("temp"), 20.0)
     assert "Traceback" not in out, out

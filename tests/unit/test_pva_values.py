@@ -3,6 +3,8 @@ its settings: the address list given to p4p, a missing p4p."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 p4p_nt = pytest.importorskip("p4p.nt")
@@ -64,3 +66,19 @@ def test_missing_p4p_says_how_to_install(monkeypatch) -> None:
     monkeypatch.setattr(pva, "_IMPORT_ERROR", ImportError("No module named 'p4p'"))
     with pytest.raises(SourceUnavailable, match=r"pip install 'p4p>=4.1,<5'"):
         pva.PvaSource("pva")
+
+
+async def test_a_value_it_cannot_use_is_a_sample_with_the_reason() -> None:
+    got: list = []
+    src = pva.PvaSource("pva", SourceConfig(kind="pva", addr_list=["127.0.0.1:9"]))
+    await src.start(got.extend)
+    try:
+        pv = pva._Pv("BL:TABLE")
+        pv.subscription = object()  # as if monitored
+        await src._callback(pv)(NTTable([("a", "d")]).wrap([{"a": 1.0}]))
+        await asyncio.sleep(0)  # the batch goes to the sink on the loop's next turn
+        [sample] = got
+        assert not sample.connected and sample.value is None
+        assert sample.error.startswith("bad value: value is a structure (epics:nt/NTTable")
+    finally:
+        await src.stop()

@@ -326,12 +326,11 @@ class PvaSource:
             self._emit(pv, f"{type(event).__name__}: {event}")
 
     def _on_bad_value(self, pv: _Pv, value: Any, error: Exception) -> None:
-        """A value we cannot convert: a sample that says so, never an exception."""
+        """A value we cannot convert: a sample that says so, never an exception. It is
+        sent as not connected: a check then shows the reason (after disconnect_grace),
+        where a connected sample without a value would only say "no value"."""
         log.warning("bad value", extra={"pv": pv.address, "reason": repr(error)})
-        now = self.clock.now()
-        self.events += 1
-        self._append(Sample(pv.address, None, now, now, pv.connected, Severity.INVALID, 0,
-                            None, f"bad value: {error}"))
+        self._emit(pv, f"bad value: {error}")
 
     def _emit(self, pv: _Pv, error: str) -> None:
         """A sample without a value: disconnected, never connected, server error."""
