@@ -277,3 +277,22 @@ def wait_for(predicate, what: str, timeout: float = 30.0):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_sims_queue_stuck_fault_fills_its_ispyb_queue(tmp_path):
+    from beamwatch.sim import SimBeamline
+
+    prefix = f"BWQ{uuid.uuid4().hex[:6].upper()}:"
+    with SimBeamline(prefix=prefix, base_port=0, workdir=tmp_path / "sim") as sim:
+        url = f"sqlite:///file:{sim.ispyb_path}?mode=ro&uri=true"
+        cfg = config(url, [{"id": "queue", "query": "SELECT count(*) FROM ContainerQueueSample "
+                                                    "WHERE status = 'queued'"}])
+
+        def queued() -> int:
+            return poll(SqlSource("ispyb", cfg), cfg, "queue").value
+
+        assert queued() <= 3
+        sim.fault("queue-stuck")
+        wait_for(lambda: queued() > 20, "the queue filling")
+        sim.clear()
+        wait_for(lambda: queued() <= 3, "the backlog collected")
