@@ -505,10 +505,35 @@ _WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE|UPSERT|CREATE|ALTER|DROP|TR
                      r"VACUUM)\b", re.IGNORECASE)
 
 
+# Strings and comments are blanked before looking for words, under two readings: standard
+# SQL (PostgreSQL, SQLite: '' escapes a quote, -- starts a comment) and MySQL's (\' escapes
+# a quote too, # starts a comment, -- only before a space). A query must pass under both,
+# so no text that one database reads as a string or comment hides a statement from us.
+_HIDDEN = (
+    r"'([^']|'')*'|\"[^\"]*\"|--[^\n]*|/\*.*?\*/",
+    r"'([^'\\]|\\.|'')*'|\"([^\"\\]|\\.|\"\")*\"|`[^`]*`|--(?=\s|$)[^\n]*|#[^\n]*"
+    r"|/\*.*?\*/",
+)
+
+
 def read_only_problem(query: str) -> str | None:
     """Why a query is not one plain SELECT/WITH statement, or None. The check runs it in
     a read-only transaction too; this refuses at load what that would refuse later."""
-    text = re.sub(r"'([^']|'')*'|\"[^\"]*\"|--[^\n]*|/\*.*?\*/", " ", query, flags=re.S)
+    for hidden in _HIDDEN:
+        problem = _one_select_problem(re.sub(hidden, _blank, query, flags=re.S))
+        if problem:
+            return problem
+    return None
+
+
+def _blank(m: re.Match[str]) -> str:
+    # MySQL/MariaDB run the text of /*! … */ and /*M! … */: not a comment to us
+    return " /*! " if m.group(0).startswith(("/*!", "/*M!")) else " "
+
+
+def _one_select_problem(text: str) -> str | None:
+    if "/*!" in text:
+        return "no executable comments (/*! … */): MySQL runs their text"
     text = text.strip().rstrip(";").strip()
     if not text:
         return "empty"

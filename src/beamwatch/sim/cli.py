@@ -70,6 +70,9 @@ def run(
     base_port: BasePortOpt = DEFAULT_BASE_PORT,
     workdir: Annotated[Path | None, typer.Option(
         "--workdir", help="Where the IOC logs go (default: a new temporary directory).")] = None,
+    ispyb: Annotated[Path, typer.Option(
+        "--ispyb", help="The ISPyB-like SQLite queue that sql: checks read (the demo "
+                        "config's).")] = Path("beamwatch-demo-ispyb.db"),
 ) -> None:
     """Start every IOC of the simulated beamline and run until Ctrl-C or SIGTERM."""
     from .supervisor import Startup, run_foreground
@@ -96,7 +99,7 @@ def run(
         typer.echo(f"Logs in {where}. Ctrl-C stops.")
 
     try:
-        asyncio.run(run_foreground(layout, where, ready, typer.echo))
+        asyncio.run(run_foreground(layout, where, ready, typer.echo, ispyb.resolve()))
     except SimError as e:
         _fail(str(e))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping

@@ -45,6 +45,7 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+DEMO_ISPYB = "beamwatch-demo-ispyb.db"  # the demo config's ispyb source reads this file
 CONSOLE_PORT = 8765  # the demo config's webhooks point here
 
 
@@ -94,7 +95,7 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
     config = load_config(path)
     try:
         base_port = demo_base_port(config)
-        sim = SimBeamline(base_port=base_port).start()
+        sim = SimBeamline(base_port=base_port, ispyb=DEMO_ISPYB).start()
     except PortInUse as e:
         _say(f"beamwatch demo: {e}. The demo's ports are the {path} sources.ca.addr_list.")
         raise SystemExit(2) from None

@@ -65,6 +65,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("robot-error",
           "sample changer controller error 40, 'Light curtain tripped'",
           "FAULT:ROBOT"),
+    Fault("queue-stuck",
+          "the data-collection queue stops: samples pile up in the ISPyB-like "
+          "ContainerQueueSample table (ispyb.sqlite), 2 more queued each second",
+          "FAULT:QUEUE"),
     Fault("clear",
           "every fault off and a stopped IOC started again; readings recover within seconds",
           "CLEAR"),

@@ -37,6 +37,7 @@ from typing import Any
 
 from . import ca, faults
 from .errors import SimError
+from .ispyb import IspybQueue
 from .layout import IocSpec, SimLayout, check_ports_free
 from .repeater import BeaconRepeater
 
@@ -125,10 +126,12 @@ class Supervisor:
     `on_event` hears about IOCs going down, coming up and crashing."""
 
     def __init__(self, layout: SimLayout, workdir: Path, *, python: str = sys.executable,
-                 on_event: Callable[[Event], None] | None = None):
+                 on_event: Callable[[Event], None] | None = None, ispyb: Path | None = None):
         self.layout = layout
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ispyb_path = Path(ispyb) if ispyb is not None else self.workdir / "ispyb.sqlite"
+        self.ispyb: IspybQueue | None = None
         self.procs = {spec.name: IocProcess(spec, self.workdir, python) for spec in layout.iocs}
         self.on_event = on_event or (lambda event: None)
         self.down: str | None = None  # the IOC that the IOCDOWN record asks to be down
@@ -137,6 +140,7 @@ class Supervisor:
         self._running = False
         self._stopping = False
         self._monitor: Any = None
+        self._queue_monitor: Any = None
         self.repeater = BeaconRepeater(layout.repeater_port)
         self._tasks: set[asyncio.Task] = set()
 
@@ -160,15 +164,17 @@ class Supervisor:
         for p in self.procs.values():
             self._watch(p)
         self._monitor = ca.monitor(self.layout.control_pv("IOCDOWN"), self._on_iocdown)
+        self._start_ispyb()
         names = self.layout.pv_names()
         return Startup(len(names), len(self.layout.pv_names(helpers=False)),
                        time.monotonic() - t0, unsettled)
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._monitor is not None:
-            self._monitor.close()
-            self._monitor = None
+        for monitor in (self._monitor, self._queue_monitor):
+            if monitor is not None:
+                monitor.close()
+        self._monitor = self._queue_monitor = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -271,6 +277,26 @@ class Supervisor:
         log.info("IOC %s started again", name)
         self.on_event({"event": "ioc", "ioc": name, "state": "up"})
 
+    # --- the ISPyB-like queue (queue-stuck) ------------------------------------------------
+
+    def _start_ispyb(self) -> None:
+        self.ispyb = IspybQueue(self.ispyb_path)
+        self._queue_monitor = ca.monitor(self.layout.control_pv("FAULT:QUEUE"),
+                                         self._on_queue_fault)
+        self._spawn(self._tick_ispyb())
+
+    def _on_queue_fault(self, text: str) -> None:
+        if self.ispyb is not None:
+            self.ispyb.stuck = text == "On"
+
+    async def _tick_ispyb(self) -> None:
+        while self.ispyb is not None:
+            await asyncio.sleep(1.0)
+            try:
+                self.ispyb.tick()
+            except Exception as e:  # a locked or deleted file: the sim goes on
+                log.error("ispyb queue %s: %s: %s", self.ispyb_path, type(e).__name__, e)
+
     # --- what clients ask --------------------------------------------------------------
 
     async def read(self, pvs: list[str], timeout: float = 2.0) -> dict[str, ca.Reading]:
@@ -310,14 +336,14 @@ def describe(event: Event) -> str:
 
 async def run_foreground(layout: SimLayout, workdir: Path,
                          ready: Callable[[Startup], None],
-                         echo: Callable[[str], None]) -> None:
+                         echo: Callable[[str], None], ispyb: Path | None = None) -> None:
     """`beamwatch sim run`: start, report, run until SIGTERM or Ctrl-C, stop cleanly."""
     os.environ.update(layout.client_env)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sup = Supervisor(layout, workdir, on_event=lambda e: echo(describe(e)))
+    sup = Supervisor(layout, workdir, on_event=lambda e: echo(describe(e)), ispyb=ispyb)
     try:
         startup = await sup.start()
         ready(startup)
@@ -327,7 +353,7 @@ async def run_foreground(layout: SimLayout, workdir: Path,
         await sup.stop()
 
 
-async def _run_stdio(layout: SimLayout, workdir: Path) -> int:
+async def _run_stdio(layout: SimLayout, workdir: Path, ispyb: Path | None = None) -> int:
     from .channel import StdioServer
 
     loop = asyncio.get_running_loop()
@@ -335,7 +361,7 @@ async def _run_stdio(layout: SimLayout, workdir: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = StdioServer(stop)
-    sup = Supervisor(layout, workdir, on_event=server.send)
+    sup = Supervisor(layout, workdir, on_event=server.send, ispyb=ispyb)
     try:
         try:
             startup = await sup.start()
@@ -359,12 +385,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="")
     parser.add_argument("--base-port", type=int, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--ispyb", type=Path, help="the ISPyB-like SQLite queue "
+                        "(default: WORKDIR/ispyb.sqlite)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     layout = SimLayout(args.prefix, args.base_port)
     os.environ.update(layout.client_env)  # before the first CA call of this process
-    return asyncio.run(_run_stdio(layout, args.workdir))
+    return asyncio.run(_run_stdio(layout, args.workdir, args.ispyb))
 
 
 if __name__ == "__main__":
