@@ -318,3 +318,22 @@ def test_window_goes_with_log_and_file_only(tmp_path):
 
     with pytest.raises(ConfigError, match="window: goes with log: or file:, not disk:"):
         source(tmp_path, {"id": "d", "disk": str(tmp_path), "window": "1m"})
+
+
+def test_relative_paths_are_next_to_the_config_file(tmp_path):
+    from beamwatch.config import load_config
+
+    (tmp_path / "conf").mkdir()
+    cfg = tmp_path / "conf" / "bw.yaml"
+    cfg.write_text(f"""
+beamline: I04
+storage: {{url: "sqlite:///{tmp_path}/bw.db"}}
+checks:
+  - {{id: images, file: "data/*/*.cbf"}}
+  - {{id: disk, disk: /data}}
+  - {{id: log, log: ../logs/det.log, match: ERROR}}
+""")
+    paths = {c.id: c.file or c.disk or c.log for c in load_config(cfg).checks}
+    assert paths["images"] == f"{tmp_path}/conf/data/*/*.cbf"
+    assert paths["disk"] == "/data"
+    assert paths["log"] == f"{tmp_path}/conf/../logs/det.log"
