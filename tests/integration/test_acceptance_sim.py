@@ -59,6 +59,7 @@ class Watch:
         text = text.replace("http://127.0.0.1:8765", receivers.base)
         text = re.sub(r"addr_list: \[.*\]", f"addr_list: [{', '.join(sim.addresses)}]", text)
         text = text.replace("sqlite:///beamwatch-demo.db", f"sqlite:///{tmp_path / 'bw.db'}")
+        text = text.replace("/tmp/beamwatch-demo-files", str(sim.data_dir))  # images, log
         text = pin_rota(text)
         self.cfg = tmp_path / "i04.yaml"
         self.cfg.write_text(text)
