@@ -60,6 +60,7 @@ class Watch:
         text = re.sub(r"addr_list: \[.*\]", f"addr_list: [{', '.join(sim.addresses)}]", text)
         text = text.replace("sqlite:///beamwatch-demo.db", f"sqlite:///{tmp_path / 'bw.db'}")
         text = text.replace("beamwatch-demo-ispyb.db", str(sim.ispyb_path))
+        text = text.replace("/tmp/beamwatch-demo-files", str(sim.data_dir))  # images, log
         text = pin_rota(text)
         self.cfg = tmp_path / "i04.yaml"
         self.cfg.write_text(text)

@@ -158,3 +158,28 @@ def test_cli_fault_without_a_sim_says_so(sim) -> None:
     assert done.returncode == 2
     assert "no simulated beamline answers" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_images_stop_on_collection_stalled_and_errors_on_detector_errors(sim) -> None:
+    images, log = sim.data_dir / "images", sim.data_dir / "detector.log"
+
+    def count() -> int:
+        return sum(1 for _ in images.glob("*/*.cbf"))
+
+    def errors() -> int:
+        return log.read_text().count(" ERROR ") if log.exists() else 0
+
+    start = count()
+    wait_for(count, lambda n: n >= start + 2, timeout=10, what="images arriving")
+    sim.fault("collection-stalled")
+    stalled = count()
+    sim.fault("detector-errors")
+    wait_for(errors, lambda n: n >= 3, timeout=10, what="ERROR lines in the detector log")
+    # 3+ s later: at most the image written before the flag reached the supervisor
+    assert count() <= stalled + 1
+    sim.clear()
+    after = count()
+    wait_for(count, lambda n: n >= after + 2, timeout=10, what="images again after clear")
+    quiet = errors()
+    wait_for(count, lambda n: n >= after + 3, timeout=10, what="more images")
+    assert errors() == quiet  # no more ERROR lines once cleared

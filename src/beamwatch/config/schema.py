@@ -274,7 +274,7 @@ class CheckConfig(Strict):
     regex: str | None = None  # on an HTTP body: group 1 (or the match) is the value
     column: str | None = None  # SQL: this column of the first row (else the first)
     match: str | None = None  # log: the regex whose matches are counted
-    window: Duration | None = None  # log: count the matches of the last window
+    window: Duration | None = None  # log: matches, file: growth, over the last window
     measure: Literal["value", "status", "latency", "cert_days", "age", "count", "growth",
                      "free_percent", "free_bytes", "matches", "last"] | None = None
     every: Duration | None = None  # polled inputs: how often (POLLED_EVERY by default)
@@ -422,7 +422,7 @@ class CheckConfig(Strict):
             raise ValueError(f"source: is for pv:, pva:, get:/post: and query: checks, "
                              f"not {key}:")
         extras = {"body": ("post",), "regex": ("get", "post"), "column": ("query",),
-                  "json_": ("get", "post", "read"), "match": ("log",), "window": ("log",),
+                  "json_": ("get", "post", "read"), "match": ("log",), "window": ("log", "file"),
                   "token": ("heartbeat",), "age": ("file",), "free_below": ("disk",),
                   "every": tuple(POLLED_EVERY), "timeout": tuple(POLLED_EVERY)}
         for extra, inputs in extras.items():

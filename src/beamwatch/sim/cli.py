@@ -20,6 +20,7 @@ import typer
 
 from . import ca, faults
 from .errors import SimError
+from .files import DEFAULT_DATA_DIR
 from .inventory import IOC_NAMES
 from .layout import DEFAULT_BASE_PORT, SimLayout
 
@@ -73,6 +74,10 @@ def run(
     ispyb: Annotated[Path, typer.Option(
         "--ispyb", help="The ISPyB-like SQLite queue that sql: checks read (the demo "
                         "config's).")] = Path("beamwatch-demo-ispyb.db"),
+    data_dir: Annotated[Path, typer.Option(
+        "--data-dir", help="Where the detector writes images and its log (the demo "
+                           "config's file: and log: checks read them here).")
+    ] = DEFAULT_DATA_DIR,
 ) -> None:
     """Start every IOC of the simulated beamline and run until Ctrl-C or SIGTERM."""
     from .supervisor import Startup, run_foreground
@@ -96,10 +101,11 @@ def run(
             typer.echo(f'  export {key}="{value}"')
         typer.echo("Faults: `beamwatch sim faults`, `beamwatch sim fault NAME`, "
                    "`beamwatch sim clear`")
-        typer.echo(f"Logs in {where}. Ctrl-C stops.")
+        typer.echo(f"Logs in {where}; images and detector log in {data_dir}. Ctrl-C stops.")
 
     try:
-        asyncio.run(run_foreground(layout, where, ready, typer.echo, ispyb.resolve()))
+        asyncio.run(run_foreground(layout, where, ready, typer.echo, ispyb.resolve(),
+                                   data_dir))
     except SimError as e:
         _fail(str(e))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping

@@ -17,6 +17,7 @@ from ..config import Config, load_config
 from . import ca
 from .beamline import SimBeamline
 from .errors import PortInUse, SimError
+from .files import DEFAULT_DATA_DIR
 from .layout import HOST, SimLayout
 
 
@@ -95,7 +96,8 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
     config = load_config(path)
     try:
         base_port = demo_base_port(config)
-        sim = SimBeamline(base_port=base_port, ispyb=DEMO_ISPYB).start()
+        sim = SimBeamline(base_port=base_port, ispyb=DEMO_ISPYB,
+                          data_dir=DEFAULT_DATA_DIR).start()
     except PortInUse as e:
         _say(f"beamwatch demo: {e}. The demo's ports are the {path} sources.ca.addr_list.")
         raise SystemExit(2) from None

@@ -69,6 +69,12 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           "the data-collection queue stops: samples pile up in the ISPyB-like "
           "ContainerQueueSample table (ispyb.sqlite), 2 more queued each second",
           "FAULT:QUEUE"),
+    Fault("collection-stalled",
+          "the detector stops writing images into the data directory",
+          "FAULT:COLLECTION"),
+    Fault("detector-errors",
+          "the detector log gains an ERROR line every second",
+          "FAULT:DETECTOR"),
     Fault("clear",
           "every fault off and a stopped IOC started again; readings recover within seconds",
           "CLEAR"),

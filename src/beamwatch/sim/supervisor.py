@@ -38,6 +38,7 @@ from typing import Any
 from . import ca, faults
 from .errors import SimError
 from .ispyb import IspybQueue
+from .files import DataCollection
 from .layout import IocSpec, SimLayout, check_ports_free
 from .repeater import BeaconRepeater
 
@@ -126,9 +127,13 @@ class Supervisor:
     `on_event` hears about IOCs going down, coming up and crashing."""
 
     def __init__(self, layout: SimLayout, workdir: Path, *, python: str = sys.executable,
-                 on_event: Callable[[Event], None] | None = None, ispyb: Path | None = None):
+                 on_event: Callable[[Event], None] | None = None, ispyb: Path | None = None,
+                 data_dir: Path | None = None):
         self.layout = layout
         self.workdir = Path(workdir)
+        # images and the detector log (sim/files.py): workdir/files unless told
+        self.collection = DataCollection(data_dir or self.workdir / "files")
+        self._flag_monitors: list[Any] = []
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ispyb_path = Path(ispyb) if ispyb is not None else self.workdir / "ispyb.sqlite"
         self.ispyb: IspybQueue | None = None
@@ -165,9 +170,17 @@ class Supervisor:
             self._watch(p)
         self._monitor = ca.monitor(self.layout.control_pv("IOCDOWN"), self._on_iocdown)
         self._start_ispyb()
+        self._start_collection()
         names = self.layout.pv_names()
         return Startup(len(names), len(self.layout.pv_names(helpers=False)),
                        time.monotonic() - t0, unsettled)
+
+    def _start_collection(self) -> None:
+        for flag in ("COLLECTION", "DETECTOR"):
+            self._flag_monitors.append(ca.monitor(
+                self.layout.control_pv(f"FAULT:{flag}"),
+                lambda text, flag=flag: self.collection.on_flag(flag, text)))
+        self.collection.start()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -175,6 +188,10 @@ class Supervisor:
             if monitor is not None:
                 monitor.close()
         self._monitor = self._queue_monitor = None
+        for monitor in self._flag_monitors:
+            monitor.close()
+        self._flag_monitors.clear()
+        await self.collection.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -336,14 +353,16 @@ def describe(event: Event) -> str:
 
 async def run_foreground(layout: SimLayout, workdir: Path,
                          ready: Callable[[Startup], None],
-                         echo: Callable[[str], None], ispyb: Path | None = None) -> None:
+                         echo: Callable[[str], None], ispyb: Path | None = None,
+                         data_dir: Path | None = None) -> None:
     """`beamwatch sim run`: start, report, run until SIGTERM or Ctrl-C, stop cleanly."""
     os.environ.update(layout.client_env)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sup = Supervisor(layout, workdir, on_event=lambda e: echo(describe(e)), ispyb=ispyb)
+    sup = Supervisor(layout, workdir, on_event=lambda e: echo(describe(e)), ispyb=ispyb,
+                     data_dir=data_dir)
     try:
         startup = await sup.start()
         ready(startup)
@@ -353,7 +372,8 @@ async def run_foreground(layout: SimLayout, workdir: Path,
         await sup.stop()
 
 
-async def _run_stdio(layout: SimLayout, workdir: Path, ispyb: Path | None = None) -> int:
+async def _run_stdio(layout: SimLayout, workdir: Path, ispyb: Path | None = None,
+                     data_dir: Path | None = None) -> int:
     from .channel import StdioServer
 
     loop = asyncio.get_running_loop()
@@ -361,7 +381,7 @@ async def _run_stdio(layout: SimLayout, workdir: Path, ispyb: Path | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = StdioServer(stop)
-    sup = Supervisor(layout, workdir, on_event=server.send, ispyb=ispyb)
+    sup = Supervisor(layout, workdir, on_event=server.send, ispyb=ispyb, data_dir=data_dir)
     try:
         try:
             startup = await sup.start()
@@ -387,12 +407,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--ispyb", type=Path, help="the ISPyB-like SQLite queue "
                         "(default: WORKDIR/ispyb.sqlite)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="images and detector log (default: WORKDIR/files)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     layout = SimLayout(args.prefix, args.base_port)
     os.environ.update(layout.client_env)  # before the first CA call of this process
-    return asyncio.run(_run_stdio(layout, args.workdir, args.ispyb))
+    return asyncio.run(_run_stdio(layout, args.workdir, args.ispyb, args.data_dir))
 
 
 if __name__ == "__main__":
