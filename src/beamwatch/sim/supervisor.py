@@ -37,8 +37,8 @@ from typing import Any
 
 from . import ca, faults
 from .errors import SimError
-from .ispyb import IspybQueue
 from .files import DataCollection
+from .ispyb import IspybQueue
 from .layout import IocSpec, SimLayout, check_ports_free
 from .repeater import BeaconRepeater
 
