@@ -57,7 +57,7 @@ def status(config: Config, store: Store) -> list[CheckStatus]:
         tr = last.get(cfg.id) if st.severity > Severity.OK else None
         # latest values are flushed every 2 s, states with each transition: the newer wins,
         # so status never shows "63 above major limit 50" next to an old value of 3
-        fresher_state = cfg.id in states and (lv is None or st.since > lv.time)
+        fresher_state = lv is None or (cfg.id in states and st.since > lv.time)
         value = st.value if fresher_state else lv.value
         out.append(CheckStatus(
             id=cfg.id, name=cfg.title, group=cfg.group, severity=st.severity.name,
