@@ -60,6 +60,7 @@ class Watch:
         text = re.sub(r"addr_list: \[.*\]", f"addr_list: [{', '.join(sim.addresses)}]", text)
         text = text.replace("sqlite:///beamwatch-demo.db", f"sqlite:///{tmp_path / 'bw.db'}")
         text = pin_rota(text)
+        text = text.replace('web: {listen: "127.0.0.1:8080"}', 'web: {listen: "127.0.0.1:0"}')
         self.cfg = tmp_path / "i04.yaml"
         self.cfg.write_text(text)
         self.store = Store(f"sqlite:///{tmp_path / 'bw.db'}")
