@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .clock import Clock, SystemClock
@@ -37,6 +37,9 @@ TICK = 1.0  # seconds: delays, staleness and commands are handled at this granul
 VALUES_EVERY = 2.0  # latest values for `status`
 BEAT_EVERY = 5.0
 PURGE_EVERY = 3600.0
+SERVICE_GRACE = 5.0  # seconds a service (the HTTP server) gets to finish at stop
+
+Service = Callable[[asyncio.Event], Awaitable[None]]  # run beside the engine until the event
 
 
 # source kind -> (module, class); imported only when a check needs it (libca, p4p,
@@ -98,7 +101,9 @@ class App:
         self._side: dict[str, asyncio.Task] = {}  # store reads beside the tick
         self._side_failing: set[str] = set()
 
-    async def run(self) -> None:
+    async def run(self, services: Sequence[Service] = ()) -> None:
+        """Until stop(). `services` (the HTTP server) run beside the engine, each given
+        the stop event; they end by themselves when it is set, before the engine stops."""
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload)):
@@ -120,11 +125,14 @@ class App:
                        asyncio.create_task(self._every(PURGE_EVERY, self._purge)),
                        asyncio.create_task(self.calendars.run(self._stop)),  # off the loop
                        *self.monitor.tasks()]
+        served = [asyncio.create_task(service(self._stop)) for service in services]
         log.info("running", extra={"checks": len(self.config.checks),
                                    "beamline": self.config.beamline})
         await self._beat()
         await self._stop.wait()
-        tasks = self._tasks + list(self._side.values())
+        if served:  # open requests finish while the engine still answers them
+            await asyncio.wait(served, timeout=SERVICE_GRACE)
+        tasks = self._tasks + served + list(self._side.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -141,8 +149,23 @@ class App:
         await self.engine.write(self.decider.notes.resume, self.store)  # no re-announcing
         await self.sync_noise()
         await self.apply_commands()  # queued while no engine ran: on the state people saw
+        await self._restore_beats()
         await self.engine.start()
         await self.engine.flush()
+
+    async def _restore_beats(self) -> None:
+        """Heartbeat checks: the last beat before the restart, from the latest values
+        (value = the beat's age at `time`), so a restart neither clears an alarm that
+        is up nor puts one off (sources/heartbeat.py)."""
+        source = self.sources.get("heartbeat")
+        if source is None or not hasattr(source, "restore"):
+            return
+        latest = await asyncio.to_thread(self.store.latest)
+        beats = {cid: v.time - float(v.value) for cid, v in latest.items()
+                 if v.connected and isinstance(v.value, int | float)}
+        alarming = {cid for cid in beats
+                    if (state := self.engine.state_of(cid)) is not None and state.active}
+        source.restore(beats, alarming)
 
     async def sync_noise(self) -> None:
         """Silences and the mode override live in the store (any front end writes them):

@@ -62,6 +62,7 @@ class Watch:
         text = text.replace("beamwatch-demo-ispyb.db", str(sim.ispyb_path))
         text = text.replace("/tmp/beamwatch-demo-files", str(sim.data_dir))  # images, log
         text = pin_rota(text)
+        text = text.replace('web: {listen: "127.0.0.1:8080"}', 'web: {listen: "127.0.0.1:0"}')
         self.cfg = tmp_path / "i04.yaml"
         self.cfg.write_text(text)
         self.store = Store(f"sqlite:///{tmp_path / 'bw.db'}")

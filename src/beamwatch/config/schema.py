@@ -53,8 +53,29 @@ class StorageConfig(Strict):
 
 
 class WebConfig(Strict):
+    # HOST:PORT the HTTP API (heartbeats in, /healthz) is served on by `beamwatch run`;
+    # port 0: any free port (logged); "" or "off": no HTTP server
     listen: str = "127.0.0.1:8080"
     url: str | None = None  # the public address, for links in messages
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if v.strip().lower() in ("", "off"):
+            return ""
+        host, sep, port = v.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"'{v}' is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, "
+                             "0.0.0.0:8080), or off")
+        return v.strip()
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when the HTTP server is off."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class ModeScheduleEntry(Strict):
@@ -387,11 +408,15 @@ class CheckConfig(Strict):
     @classmethod
     def _sugar(cls, data: Any) -> Any:
         """`age: {major: 5m}` is `above:` on a file's age; `free_below: {minor: 20%}` is
-        `below:` on a disk's free space (in % when the limits are, else in bytes)."""
+        `below:` on a disk's free space (in % when the limits are, else in bytes);
+        `heartbeat: 5m` alone is `above: {major: 300}` on the last beat's age."""
         if not isinstance(data, dict):
             return data
         if "age" in data and "above" not in data and isinstance(data["age"], dict):
             data = {**data, "above": {k: _seconds(v) for k, v in data["age"].items()}}
+        if data.get("heartbeat") is not None and not {"above", "below", "when"} & set(data):
+            # the value is the last beat's age: MAJOR once it is older than the period
+            data = {**data, "above": {"major": _seconds(data["heartbeat"])}}
         free = data.get("free_below")
         if isinstance(free, dict) and "below" not in data:
             levels, unit = {}, None
@@ -430,6 +455,8 @@ class CheckConfig(Strict):
                 extra = extra.rstrip("_")
                 raise ValueError(f"{extra}: goes with {' or '.join(f'{i}:' for i in inputs)}, "
                                  f"not {key}:")
+        if key == "heartbeat" and (self.heartbeat or 0) <= 0:
+            raise ValueError("heartbeat: the period must be more than 0s (e.g. 5m)")
         if key == "log" and not self.match:
             raise ValueError("log: needs match: REGEX (what to count)")
         if self.measure is not None and self.measure not in MEASURES[key]:
