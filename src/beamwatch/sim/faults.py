@@ -65,6 +65,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("robot-error",
           "sample changer controller error 40, 'Light curtain tripped'",
           "FAULT:ROBOT"),
+    Fault("gda-down",
+          "the GDA status service (HTTP GET /api/status on base port + 6) answers "
+          "state FAULT instead of RUNNING",
+          "FAULT:GDA"),
     Fault("clear",
           "every fault off and a stopped IOC started again; readings recover within seconds",
           "CLEAR"),
