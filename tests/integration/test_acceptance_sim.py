@@ -58,6 +58,7 @@ class Watch:
         text = (ROOT / "examples" / "i04-demo.yaml").read_text()
         text = text.replace("http://127.0.0.1:8765", receivers.base)
         text = re.sub(r"addr_list: \[.*\]", f"addr_list: [{', '.join(sim.addresses)}]", text)
+        text = text.replace("http://127.0.0.1:5076", sim.layout.status_url)  # GDA's status
         text = text.replace("sqlite:///beamwatch-demo.db", f"sqlite:///{tmp_path / 'bw.db'}")
         text = text.replace("beamwatch-demo-ispyb.db", str(sim.ispyb_path))
         text = text.replace("/tmp/beamwatch-demo-files", str(sim.data_dir))  # images, log

@@ -469,6 +469,8 @@ class CheckConfig(Strict):
                     re.compile(pattern)
                 except re.error as e:
                     raise ValueError(f"{name}: not a regular expression: {e}") from None
+        if self.json_ is not None:
+            _check_jmespath(self.json_)
         if key == "query":
             problem = read_only_problem(self.query or "")
             if problem:
@@ -500,6 +502,17 @@ MEASURES: dict[str, tuple[str, ...]] = {
     "file": ("age", "count", "growth"), "disk": ("free_percent", "free_bytes"),
     "log": ("matches", "last"), "heartbeat": ("age",),
 }
+
+def _check_jmespath(expression: str) -> None:
+    import jmespath.exceptions  # here: only configs with json: pay for the import
+
+    try:
+        jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as e:
+        raise ValueError(f"json: '{expression}' is not a JMESPath expression: "
+                         f"{str(e).splitlines()[0].removeprefix('Invalid jmespath expression: ')}"
+                         ) from None
+
 
 def _seconds(raw: Any) -> Any:
     """A duration in seconds; anything else is left for the schema to complain about."""

@@ -94,6 +94,7 @@ def run(
             typer.echo(f"  {spec.name:<11} {spec.address:<16} {spec.definition.ioc:<17} "
                        f"{spec.definition.title}")
         typer.echo(f"  {'repeater':<11} {layout.repeater_port} (UDP, CA beacons)")
+        typer.echo(f"  {'status':<11} {layout.status_url}/api/status (HTTP, GDA's state)")
         if startup.unsettled:
             typer.echo(f"  not settled yet: {', '.join(startup.unsettled[:5])}")
         typer.echo("Point a CA client at it:")

@@ -75,6 +75,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("detector-errors",
           "the detector log gains an ERROR line every second",
           "FAULT:DETECTOR"),
+    Fault("gda-down",
+          "the GDA status service (HTTP GET /api/status on base port + 6) answers "
+          "state FAULT instead of RUNNING",
+          "FAULT:GDA"),
     Fault("clear",
           "every fault off and a stopped IOC started again; readings recover within seconds",
           "CLEAR"),

@@ -5,7 +5,8 @@ Five IOC processes on loopback, one port each, counted from a base port:
     base+0 machine   base+1 frontend   base+2 optics   base+3 endstation
     base+4 control (the sim's fault flags)
 
-and base+5 (UDP only) for the sim's own CA beacon repeater (repeater.py).
+and base+5 (UDP only) for the sim's own CA beacon repeater (repeater.py),
+base+6 (TCP only) for its HTTP status service (status_http.py).
 The default base is 5070: clear of the CA defaults (5064/5065) and of the PVA
 ones (TCP 5075, UDP 5076; the repeater's UDP 5075 does not meet PVA's TCP
 5075). A client reaches the beamline with
@@ -41,6 +42,7 @@ DEFAULT_BASE_PORT = 5070
 _PREFIX = re.compile(r"^[A-Za-z0-9_:.\-]{0,24}$")
 _RESERVED_TCP_UDP = {5064, 5065, 5075, 5076}  # CA server, CA repeater, PVA server, PVA UDP
 _RESERVED_UDP = {5064, 5065, 5076}
+_RESERVED_TCP = {5064, 5065, 5075}
 
 
 @dataclass(frozen=True)
@@ -105,11 +107,12 @@ class SimLayout:
     def __init__(self, prefix: str = "", base_port: int = DEFAULT_BASE_PORT):
         if not _PREFIX.match(prefix):
             raise SimError(f"bad PV prefix {prefix!r}: use up to 24 of A-Z a-z 0-9 _ : . -")
-        last = base_port + len(IOCS)
-        if not 1024 <= base_port or last > 65535:
-            raise SimError(f"base port {base_port}: the ports {base_port}..{last} must lie "
+        last = base_port + len(IOCS)  # the repeater (UDP); then the status service (TCP)
+        if not 1024 <= base_port or last + 1 > 65535:
+            raise SimError(f"base port {base_port}: the ports {base_port}..{last + 1} must lie "
                            "in 1024..65535")
-        clash = (_RESERVED_TCP_UDP & set(range(base_port, last))) | (_RESERVED_UDP & {last})
+        clash = (_RESERVED_TCP_UDP & set(range(base_port, last))) | (_RESERVED_UDP & {last}) | (
+            _RESERVED_TCP & {last + 1})
         if clash:
             raise SimError(f"base port {base_port}: ports {base_port}..{last} include the "
                            f"EPICS default port(s) {sorted(clash)}")
@@ -139,6 +142,15 @@ class SimLayout:
     def repeater_port(self) -> int:
         """The sim's beacon repeater (UDP only), right after the IOC ports."""
         return self.base_port + len(IOCS)
+
+    @property
+    def http_port(self) -> int:
+        """The sim's HTTP status service (TCP only): GDA's /api/status."""
+        return self.base_port + len(IOCS) + 1
+
+    @property
+    def status_url(self) -> str:
+        return f"http://{HOST}:{self.http_port}"
 
     @property
     def addresses(self) -> list[str]:
@@ -200,6 +212,8 @@ def _taken(layout: SimLayout) -> list[int]:
     taken = [p for p in layout.ports if not port_is_free(p)]
     if not port_is_free(layout.repeater_port, kinds=(socket.SOCK_DGRAM,)):
         taken.append(layout.repeater_port)
+    if not port_is_free(layout.http_port, kinds=(socket.SOCK_STREAM,)):
+        taken.append(layout.http_port)
     return taken
 
 
@@ -224,7 +238,7 @@ def _ephemeral_low() -> int:
 def free_base_port(attempts: int = 200) -> int:
     """A base port whose ports are all free now, below the kernel's ephemeral range
     so that no client socket grabs one of them meanwhile."""
-    high = max(_ephemeral_low(), 12000) - len(IOCS) - 1
+    high = max(_ephemeral_low(), 12000) - len(IOCS) - 2
     rng = random.Random()
     for _ in range(attempts):
         base = rng.randrange(10000, high)
@@ -234,4 +248,4 @@ def free_base_port(attempts: int = 200) -> int:
             continue  # it would cover an EPICS default port
         if not _taken(layout):
             return base
-    raise PortInUse(f"found no {len(IOCS) + 1} consecutive free ports on {HOST}")
+    raise PortInUse(f"found no {len(IOCS) + 2} consecutive free ports on {HOST}")

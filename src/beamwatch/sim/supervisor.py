@@ -41,6 +41,7 @@ from .files import DataCollection
 from .ispyb import IspybQueue
 from .layout import IocSpec, SimLayout, check_ports_free
 from .repeater import BeaconRepeater
+from .status_http import StatusService
 
 log = logging.getLogger("beamwatch.sim")
 
@@ -147,6 +148,8 @@ class Supervisor:
         self._monitor: Any = None
         self._queue_monitor: Any = None
         self.repeater = BeaconRepeater(layout.repeater_port)
+        self.status_http = StatusService(layout.http_port)
+        self._gda_monitor: Any = None
         self._tasks: set[asyncio.Task] = set()
 
     # --- life cycle ------------------------------------------------------------------
@@ -157,6 +160,7 @@ class Supervisor:
         t0 = time.monotonic()
         try:
             await self.repeater.start()
+            await self.status_http.start()
             for p in self.procs.values():
                 await p.start()
             await self._wait_answering(list(self.procs), t0 + timeout)
@@ -171,6 +175,7 @@ class Supervisor:
         self._monitor = ca.monitor(self.layout.control_pv("IOCDOWN"), self._on_iocdown)
         self._start_ispyb()
         self._start_collection()
+        self._gda_monitor = ca.monitor(self.layout.control_pv("FAULT:GDA"), self._on_gda)
         names = self.layout.pv_names()
         return Startup(len(names), len(self.layout.pv_names(helpers=False)),
                        time.monotonic() - t0, unsettled)
@@ -184,14 +189,15 @@ class Supervisor:
 
     async def stop(self) -> None:
         self._stopping = True
-        for monitor in (self._monitor, self._queue_monitor):
+        for monitor in (self._monitor, self._queue_monitor, self._gda_monitor):
             if monitor is not None:
                 monitor.close()
-        self._monitor = self._queue_monitor = None
+        self._monitor = self._queue_monitor = self._gda_monitor = None
         for monitor in self._flag_monitors:
             monitor.close()
         self._flag_monitors.clear()
         await self.collection.stop()
+        self.status_http.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -258,6 +264,9 @@ class Supervisor:
             return
         self._watch(p)
         self.on_event({"event": "ioc", "ioc": p.name, "state": "up"})
+
+    def _on_gda(self, text: str) -> None:
+        self.status_http.fault = text == "On"
 
     def _on_iocdown(self, text: str) -> None:
         target = None if text in ("none", "") else text
