@@ -302,15 +302,28 @@ async def test_read_bad_documents_give_reasons(tmp_path):
     src = source(tmp_path, {"id": "bad", "read": str(tmp_path / "bad.json")},
                  {"id": "bin", "read": str(tmp_path / "bin.json")},
                  {"id": "gone", "read": str(tmp_path / "gone.json")},
-                 {"id": "none", "read": str(tmp_path / "ok.json"), "json": "b"},
-                 {"id": "expr", "read": str(tmp_path / "ok.json"), "json": "a[["})
+                 {"id": "none", "read": str(tmp_path / "ok.json"), "json": "b"})
     reasons = {cid: (await poll(src, cid)).error for cid in src.checks}
     assert reasons["bad"].endswith("bad.json is not valid JSON: Expecting property name "
                                   "enclosed in double quotes at line 1 column 9")
     assert reasons["bin"].endswith("is not text (UTF-8)")
     assert reasons["gone"].endswith("gone.json does not exist")
     assert reasons["none"] == f"json: 'b' finds nothing in {tmp_path}/ok.json"
-    assert reasons["expr"].startswith("json: 'a[[' is not a JMESPath expression")
+
+
+async def test_a_jmespath_that_cannot_apply_to_the_document_says_why(tmp_path):
+    (tmp_path / "ok.json").write_text('{"state": "RUNNING"}')
+    src = source(tmp_path, {"id": "m", "read": str(tmp_path / "ok.json"), "json": "max(state)"})
+    error = (await poll(src, "m")).error
+    assert error.startswith("json: 'max(state)': In function max(), invalid type for value")
+
+
+def test_a_bad_jmespath_is_refused_at_load(tmp_path):
+    from beamwatch.config import ConfigError
+
+    bad = r"checks\[0\]: json: 'a\[\[' is not a JMESPath expression"
+    with pytest.raises(ConfigError, match=bad):
+        source(tmp_path, {"id": "expr", "read": str(tmp_path / "ok.json"), "json": "a[["})
 
 
 def test_window_goes_with_log_and_file_only(tmp_path):

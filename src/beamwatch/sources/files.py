@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.schema import CheckConfig, Config
+from . import jsonpath
 from .filescan import GlobScan, ScanError
 from .logtail import LogTail, TailError
 from .polled import PolledSource, ReadError, Reading
@@ -163,7 +164,7 @@ class FileSource(PolledSource):
         document = _load_document(path)
         if check.json_ is None:
             return Reading(document, server=str(path))
-        value = _search(check.json_, document)
+        value = jsonpath.search(check.json_, document)
         if value is None:
             raise ReadError(f"json: '{check.json_}' finds nothing in {path}")
         return Reading(value, server=str(path))
@@ -209,14 +210,3 @@ def _yaml(path: Path, data: bytes) -> Any:
         at = f" at line {where.line + 1} column {where.column + 1}" if where else ""
         problem = getattr(e, "problem", None) or type(e).__name__
         raise ReadError(f"{path} is not valid YAML: {problem}{at}") from None
-
-
-def _search(expression: str, document: Any) -> Any:
-    import jmespath
-    from jmespath.exceptions import JMESPathError
-
-    try:
-        return jmespath.search(expression, document)
-    except JMESPathError as e:
-        raise ReadError(f"json: '{expression}' is not a JMESPath expression "
-                        f"({str(e).splitlines()[0]})") from None

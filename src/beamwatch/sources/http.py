@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import jmespath
 
 from ..config.schema import CheckConfig, Config, SourceConfig
+from . import jsonpath
 from .polled import PolledSource, ReadError, Reading
 
 MAX_BODY_TEXT = 60  # of a response body quoted in a message
@@ -42,7 +42,6 @@ class HttpSource(PolledSource):
         self._client_settings: SourceConfig | None = None
         self._retired: list[httpx.AsyncClient] = []
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._queries: dict[str, Any] = {}
         super().__init__(name, config, clock)
 
     # -- the client ----------------------------------------------------------------------
@@ -133,10 +132,7 @@ class HttpSource(PolledSource):
         except ValueError as e:
             raise ReadError(f"invalid JSON from {path}: {_short(str(e))} "
                             f"(body starts {_quote(response.text)})") from None
-        query = self._queries.get(expression)
-        if query is None:
-            query = self._queries[expression] = jmespath.compile(expression)
-        found = query.search(document)
+        found = jsonpath.search(expression, document)
         if found is None:
             raise ReadError(f"json: '{expression}' matched nothing in the response")
         if isinstance(found, (dict, list)):
