@@ -95,6 +95,8 @@ def run(
                        f"{spec.definition.title}")
         typer.echo(f"  {'repeater':<11} {layout.repeater_port} (UDP, CA beacons)")
         typer.echo(f"  {'status':<11} {layout.status_url}/api/status (HTTP, GDA's state)")
+        served = ", ".join(s.name for s in layout.iocs if s.definition.pva)
+        typer.echo(f"  {'pva':<11} {layout.pva_address:<16} (PVAccess of: {served})")
         if startup.unsettled:
             typer.echo(f"  not settled yet: {', '.join(startup.unsettled[:5])}")
         typer.echo("Point a CA client at it:")

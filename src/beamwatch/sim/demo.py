@@ -108,7 +108,10 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
         os.environ.update(sim.env)
         port_option = "" if base_port == SimLayout().base_port else f" --base-port {base_port}"
         _say(f"beamwatch demo: simulated {config.beamline} beamline up: "
-             f"{sim.startup.get('pvs')} PVs, EPICS_CA_ADDR_LIST=\"{sim.addr_list}\"")
+             f"{sim.startup.get('pvs')} PVs, EPICS_CA_ADDR_LIST=\"{sim.addr_list}\"; "
+             f"PVAccess on {sim.layout.pva_address}, GDA's status on "
+             f"{sim.layout.status_url}/api/status, ISPyB-like queue in {DEMO_ISPYB}, "
+             f"images and the detector log in {DEFAULT_DATA_DIR}")
         _say(f"beamwatch demo: watching {len(config.checks)} checks from {path}. "
              "Try, in another shell:")
         for command, why in (
@@ -116,6 +119,9 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
             (f"beamwatch sim fault vacuum-loss{port_option}",
              "one root cause, dozens of consequences"),
             (f"beamwatch status -c {path}", "what beamwatch makes of it"),
+            (f"beamwatch sim fault collection-stalled{port_option}",
+             "no new image for a while (a file: check)"),
+            (f"beamwatch sim fault gda-down{port_option}", "GDA says FAULT (an HTTP check)"),
             (f"beamwatch sim clear{port_option}", "back to normal"),
         ):
             _say(f"  {command:<50} {why}")

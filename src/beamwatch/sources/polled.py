@@ -126,7 +126,7 @@ class PolledSource:
     async def _poll_forever(self, address: str) -> None:
         # spread the first polls of many checks over their period, not all at once
         await asyncio.sleep(random.uniform(0, min(1.0, self.checks[address].poll_every)))
-        while True:
+        while self._sink is not None:
             check = self.checks.get(address)
             if check is None:
                 return
@@ -138,7 +138,10 @@ class PolledSource:
         saying why there is none."""
         now = self.clock.now()
         try:
-            reading = await asyncio.wait_for(self.read(check), self.timeout_of(check))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that
+            # races with the read finishing, and stop() then waited for ever
+            async with asyncio.timeout(self.timeout_of(check)):
+                reading = await self.read(check)
         except TimeoutError:
             return self._failed(check, now, f"no answer within {self.timeout_of(check):g} s")
         except ReadError as e:
