@@ -32,7 +32,7 @@ class _LoadAction(argparse.Action):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m beamwatch.sim.ioc",
-                                description="Run one simulated IOC (Channel Access; PVAccess too with --pva).")
+                                description="Run one simulated IOC (PVAccess too with --pva).")
     p.add_argument("--name", default="ioc", help="Name for messages.")
     p.add_argument("-m", "--macros", default="", help="Macros for the following -d.")
     p.add_argument("-d", "--database", default=[], action=_LoadAction, help="A .db file.")
