@@ -24,6 +24,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/polled_sql.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

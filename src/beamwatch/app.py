@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, load_config
+from .config.schema import INTERNAL_SOURCE
 from .engine import commands as commands_
 from .engine.engine import Engine
 from .engine.noise import Noise
@@ -35,18 +37,39 @@ TICK = 1.0  # seconds: delays, staleness and commands are handled at this granul
 VALUES_EVERY = 2.0  # latest values for `status`
 BEAT_EVERY = 5.0
 PURGE_EVERY = 3600.0
+SERVICE_GRACE = 5.0  # seconds a service (the HTTP server) gets to finish at stop
+
+Service = Callable[[asyncio.Event], Awaitable[None]]  # run beside the engine until the event
 
 
-def build_sources(config: Config) -> dict[str, Source]:
-    """One source object per named source that some check uses."""
-    from .sources.ca import CaSource  # libca is loaded only when a CA source is needed
+# source kind -> (module, class); imported only when a check needs it (libca, p4p,
+# database drivers are heavy). Each class has from_config(name, config, clock).
+SOURCE_CLASSES = {
+    "ca": ("beamwatch.sources.ca", "CaSource"),
+    "pva": ("beamwatch.sources.pva", "PvaSource"),
+    "http": ("beamwatch.sources.http", "HttpSource"),
+    "sql": ("beamwatch.sources.sql", "SqlSource"),
+    "files": ("beamwatch.sources.files", "FileSource"),
+    "heartbeat": ("beamwatch.sources.heartbeat", "HeartbeatSource"),
+}
 
-    used = {c.source or "ca" for c in config.checks if c.pv}
+
+def source_kind(config: Config, name: str) -> str:
+    """The kind of a source name: a declared source's kind, or the built-in of that name."""
+    declared = config.sources.get(name)
+    return declared.kind if declared is not None else name
+
+
+def build_sources(config: Config, clock: Clock | None = None) -> dict[str, Source]:
+    """One source object per source that some check uses."""
+    used = {c.input_source for c in config.checks if c.input_source != INTERNAL_SOURCE}
     if config.modes.from_pv:
         used.add("ca")
     sources: dict[str, Source] = {}
     for name in sorted(used):
-        sources[name] = CaSource(name, config.sources.get(name))
+        module, cls = SOURCE_CLASSES[source_kind(config, name)]
+        source_class = getattr(importlib.import_module(module), cls)
+        sources[name] = source_class.from_config(name, config, clock)
     return sources
 
 
@@ -60,7 +83,8 @@ class App:
         self.clock = clock or SystemClock()
         self.config = config if config is not None else load_config(self.config_path)
         self.store = Store(self.config.storage.url)
-        self.sources = dict(sources) if sources is not None else build_sources(self.config)
+        self.sources = dict(sources) if sources is not None else build_sources(self.config,
+                                                                               self.clock)
         self.registry = build_registry(self.config)
         self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock)
         self.noise_store = NoiseStore(self.store)
@@ -77,7 +101,9 @@ class App:
         self._side: dict[str, asyncio.Task] = {}  # store reads beside the tick
         self._side_failing: set[str] = set()
 
-    async def run(self) -> None:
+    async def run(self, services: Sequence[Service] = ()) -> None:
+        """Until stop(). `services` (the HTTP server) run beside the engine, each given
+        the stop event; they end by themselves when it is set, before the engine stops."""
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload)):
@@ -99,11 +125,14 @@ class App:
                        asyncio.create_task(self._every(PURGE_EVERY, self._purge)),
                        asyncio.create_task(self.calendars.run(self._stop)),  # off the loop
                        *self.monitor.tasks()]
+        served = [asyncio.create_task(service(self._stop)) for service in services]
         log.info("running", extra={"checks": len(self.config.checks),
                                    "beamline": self.config.beamline})
         await self._beat()
         await self._stop.wait()
-        tasks = self._tasks + list(self._side.values())
+        if served:  # open requests finish while the engine still answers them
+            await asyncio.wait(served, timeout=SERVICE_GRACE)
+        tasks = self._tasks + served + list(self._side.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -120,8 +149,23 @@ class App:
         await self.engine.write(self.decider.notes.resume, self.store)  # no re-announcing
         await self.sync_noise()
         await self.apply_commands()  # queued while no engine ran: on the state people saw
+        await self._restore_beats()
         await self.engine.start()
         await self.engine.flush()
+
+    async def _restore_beats(self) -> None:
+        """Heartbeat checks: the last beat before the restart, from the latest values
+        (value = the beat's age at `time`), so a restart neither clears an alarm that
+        is up nor puts one off (sources/heartbeat.py)."""
+        source = self.sources.get("heartbeat")
+        if source is None or not hasattr(source, "restore"):
+            return
+        latest = await asyncio.to_thread(self.store.latest)
+        beats = {cid: v.time - float(v.value) for cid, v in latest.items()
+                 if v.connected and isinstance(v.value, int | float)}
+        alarming = {cid for cid in beats
+                    if (state := self.engine.state_of(cid)) is not None and state.active}
+        source.restore(beats, alarming)
 
     async def sync_noise(self) -> None:
         """Silences and the mode override live in the store (any front end writes them):
@@ -200,6 +244,9 @@ class App:
         old_registry = self.registry
         self.registry = registry
         self.worker.reconfigure(config, registry)
+        for source in self.sources.values():  # polled sources read their checks' settings
+            if hasattr(source, "reconfigure"):
+                source.reconfigure(config)
         self.monitor.reconfigure(config)
         asyncio.ensure_future(old_registry.aclose())
         log.warning("config reloaded: %s", {k: len(v) for k, v in report.items()})

@@ -124,7 +124,6 @@ class Health:
     def __init__(self, engine: Engine, clock: Clock):
         self.engine = engine
         self.clock = clock
-        self.own_samples = 0  # samples the InternalSource gave (not evidence CA is alive)
         self.loop_lag = 0.0
         self.figures: OutboxFigures | None = None
         self._refreshing: asyncio.Task | None = None
@@ -181,10 +180,18 @@ class Health:
         return Reading(float(f.failed), f"{f.failed} notifications failed for good in the "
                                         f"last hour; the last: {f.failed_last}")
 
+    def _ca_sources(self) -> set[str]:
+        """The Channel Access sources: what `beamwatch.ca` and `.samples` are about (PVA,
+        HTTP, SQL, files and heartbeats have checks of their own)."""
+        config = self.engine.config
+        names = {c.input_source for c in config.checks if c.input_key == "pv"}
+        return names | ({"ca"} if config.modes.from_pv else set())
+
     def _ca(self) -> Reading:
         total = down = 0
+        ca = self._ca_sources()
         for (source, _address), runtimes in self.engine.by_address.items():
-            if source == INTERNAL_SOURCE or not runtimes:
+            if source not in ca or not runtimes:
                 continue
             total += 1
             sample = runtimes[0].input.sample
@@ -197,9 +204,11 @@ class Health:
         return Reading(self.loop_lag, f"the event loop ran {self.loop_lag:.2f} s late")
 
     def _samples(self, now: float) -> Reading:
-        if not any(source != INTERNAL_SOURCE for source, _ in self.engine.by_address):
+        ca = self._ca_sources()
+        if not ca:
             return Reading(0.0, "no Channel Access checks")
-        count = self.engine.stats.samples - self.own_samples
+        by_source = self.engine.stats.samples_by_source
+        count = sum(by_source.get(name, 0) for name in ca)
         if count != self._seen[0]:
             self._seen = (count, now)
         age = max(0.0, now - self._seen[1])

@@ -34,6 +34,7 @@ def write_config(tmp_path: Path, ioc, hook_url: str, url: str) -> Path:
     cfg.write_text(f"""
 beamline: TEST
 storage: {{url: "{url}"}}
+web: {{listen: "off"}}  # no HTTP API needed here (tests may run side by side)
 sources: {{ca: {{kind: ca, addr_list: ["{ioc.addr}"]}}}}
 checks:{checks}
 channels:

@@ -72,3 +72,27 @@ def pg_url() -> Iterator[str]:
     yield PG.rsplit("/", 1)[0] + "/" + name
     conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     conn.close()
+
+
+MARIADB = os.environ.get("BEAMWATCH_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A throwaway MariaDB database for one test, dropped afterwards."""
+    try:
+        import pymysql
+    except ImportError as e:
+        _need("pymysql", str(e))
+    try:
+        conn = pymysql.connect(host="127.0.0.1", port=int(MARIADB.rsplit(":", 1)[1].split("/")[0]),
+                               user="root", connect_timeout=3, autocommit=True)
+    except pymysql.err.OperationalError as e:
+        _need(f"MariaDB at {MARIADB}", str(e))
+    name = f"bw_{uuid.uuid4().hex[:10]}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield MARIADB.rsplit("/", 1)[0] + "/" + name
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE {name}")
+    conn.close()

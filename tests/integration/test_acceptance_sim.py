@@ -57,9 +57,16 @@ class Watch:
     def __init__(self, sim, receivers: Receivers, tmp_path: Path):
         text = (ROOT / "examples" / "i04-demo.yaml").read_text()
         text = text.replace("http://127.0.0.1:8765", receivers.base)
-        text = re.sub(r"addr_list: \[.*\]", f"addr_list: [{', '.join(sim.addresses)}]", text)
+        text = text.replace("addr_list: [127.0.0.1:5077]",  # PVA, before the CA ones
+                            f"addr_list: [{sim.layout.pva_address}]")
+        text = re.sub(r"addr_list: \[127\.0\.0\.1:5070.*\]",
+                      f"addr_list: [{', '.join(sim.addresses)}]", text)
+        text = text.replace("http://127.0.0.1:5076", sim.layout.status_url)  # GDA's status
         text = text.replace("sqlite:///beamwatch-demo.db", f"sqlite:///{tmp_path / 'bw.db'}")
+        text = text.replace("beamwatch-demo-ispyb.db", str(sim.ispyb_path))
+        text = text.replace("/tmp/beamwatch-demo-files", str(sim.data_dir))  # images, log
         text = pin_rota(text)
+        text = text.replace('web: {listen: "127.0.0.1:8080"}', 'web: {listen: "127.0.0.1:0"}')
         self.cfg = tmp_path / "i04.yaml"
         self.cfg.write_text(text)
         self.store = Store(f"sqlite:///{tmp_path / 'bw.db'}")

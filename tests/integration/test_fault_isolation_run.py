@@ -28,6 +28,7 @@ def write_config(tmp_path: Path, ioc) -> Path:
     cfg.write_text(f"""
 beamline: TEST
 storage: {{url: "sqlite:///{tmp_path / 'bw.db'}"}}
+web: {{listen: "off"}}  # no HTTP API needed here (tests may run side by side)
 sources: {{ca: {{kind: ca, addr_list: ["{ioc.addr}"]}}}}
 checks:
   - id: counts

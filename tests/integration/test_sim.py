@@ -63,6 +63,7 @@ def test_addr_list_names_each_ioc_on_loopback() -> None:
     assert layout.addr_list == " ".join(f"127.0.0.1:{p}" for p in range(20000, 20005))
     assert layout.client_env["EPICS_CA_AUTO_ADDR_LIST"] == "NO"
     assert layout.pv("SR-DI-DCCT-01:SIGNAL") == "X:SR-DI-DCCT-01:SIGNAL"
+    assert layout.pva_address == "127.0.0.1:20007"
 
 
 def test_every_pv_answers_with_plausible_values(sim) -> None:
@@ -158,3 +159,41 @@ def test_cli_fault_without_a_sim_says_so(sim) -> None:
     assert done.returncode == 2
     assert "no simulated beamline answers" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_images_stop_on_collection_stalled_and_errors_on_detector_errors(sim) -> None:
+    images, log = sim.data_dir / "images", sim.data_dir / "detector.log"
+
+    def count() -> int:
+        return sum(1 for _ in images.glob("*/*.cbf"))
+
+    def errors() -> int:
+        return log.read_text().count(" ERROR ") if log.exists() else 0
+
+    start = count()
+    wait_for(count, lambda n: n >= start + 2, timeout=10, what="images arriving")
+    sim.fault("collection-stalled")
+    stalled = count()
+    sim.fault("detector-errors")
+    wait_for(errors, lambda n: n >= 3, timeout=10, what="ERROR lines in the detector log")
+    # 3+ s later: at most the image written before the flag reached the supervisor
+    assert count() <= stalled + 1
+    sim.clear()
+    after = count()
+    wait_for(count, lambda n: n >= after + 2, timeout=10, what="images again after clear")
+    quiet = errors()
+    wait_for(count, lambda n: n >= after + 3, timeout=10, what="more images")
+    assert errors() == quiet  # no more ERROR lines once cleared
+
+
+def test_the_endstation_serves_pvaccess_on_its_own_port_only(sim) -> None:
+    """An areaDetector-like IOC: the Eiger's temperature over PVA, on the sim's PVA port."""
+    from p4p.client.thread import Context
+
+    name = sim.pv("BL04I-EA-EIGER-01:CAM:Temp0_RBV")
+    conf = {"EPICS_PVA_ADDR_LIST": sim.layout.pva_address, "EPICS_PVA_AUTO_ADDR_LIST": "NO"}
+    with Context("pva", conf=conf, useenv=False) as ctx:
+        value = ctx.get(name, timeout=10)
+        assert 15 < float(value) < 35 and value.severity == 0
+        with pytest.raises(TimeoutError):  # the machine IOC serves Channel Access only
+            ctx.get(sim.pv("SR-CS-IOC-01:HEARTBEAT"), timeout=1)

@@ -15,6 +15,10 @@ integration conftest does it in an autouse session fixture.
         ioc.kill()                   # like a crash: clients see a disconnect
         ioc.restart()                # same port, same PVs
 
+`Ioc(..., pva=True)` serves PVAccess too (`python -m pvxslibs.ioc`: QSRV2 of
+pvxs, installed with p4p) on a second port of the pool, used for both the TCP
+server and the UDP search port; `ioc.pva_addr` is the client's addr list entry.
+
 The IOC is `python -m epicscorelibs.ioc`, an interactive shell that exits on
 EOF of its stdin: stdin is kept open as a pipe, so an IOC whose test process
 dies (even by SIGKILL) exits on its own instead of lingering.
@@ -70,6 +74,19 @@ def require_epicscorelibs() -> None:
     reason = missing_epics()
     if reason is None:
         return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_pvxs() -> None:
+    """Skip (fail in CI) when pvxslibs, the PVA server of `Ioc(pva=True)`, is missing."""
+    import pytest
+
+    if importlib.util.find_spec("pvxslibs") is not None and \
+            importlib.util.find_spec("p4p") is not None:
+        return
+    reason = "p4p/pvxslibs not installed; the PVA tests need them: pip install 'p4p>=4.1,<5'"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
@@ -214,14 +231,18 @@ class Ioc:
         pool: CaPortPool | None = None,
         start: bool = True,
         timeout: float = 15.0,
+        pva: bool = False,
     ):
         require_epicscorelibs()
+        if pva:
+            require_pvxs()
         self.pool = pool or ca_port_pool()
         self.host = self.pool.host
         self.macros = {"P": f"BWT{uuid.uuid4().hex[:8].upper()}:", **(macros or {})}
         self.prefix = self.macros["P"]
         self.timeout = timeout
         self.port = self.pool.acquire()
+        self.pva_port = self.pool.acquire() if pva else None
         self._dir = Path(tempfile.mkdtemp(prefix="beamwatch-ioc-"))
         self.db_path = self._dir / "test.db"
         self.db_path.write_text(db_text)
@@ -248,6 +269,13 @@ class Ioc:
             "EPICS_CA_ADDR_LIST": self.addr,
             "EPICS_CA_AUTO_ADDR_LIST": "NO",
         }
+
+    @property
+    def pva_addr(self) -> str:
+        """"127.0.0.1:PORT": the PVA search address (EPICS_PVA_ADDR_LIST) of this IOC."""
+        if self.pva_port is None:
+            raise RuntimeError("this Ioc does not serve PVA (Ioc(..., pva=True))")
+        return f"{self.host}:{self.pva_port}"
 
     def pv(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -286,6 +314,9 @@ class Ioc:
             EPICS_PVA_AUTO_ADDR_LIST="NO",
             PYTHONUNBUFFERED="1",
         )
+        if self.pva_port is not None:
+            env.update(EPICS_PVAS_SERVER_PORT=str(self.pva_port),
+                       EPICS_PVAS_BROADCAST_PORT=str(self.pva_port))
         return env
 
     def start(self) -> None:
@@ -295,7 +326,8 @@ class Ioc:
         if self.running:
             return
         self._ready.clear()
-        cmd = [sys.executable, "-u", "-m", "epicscorelibs.ioc"]
+        runner = "pvxslibs.ioc" if self.pva_port is not None else "epicscorelibs.ioc"
+        cmd = [sys.executable, "-u", "-m", runner]
         cmd += ["-m", _macro_text(self.macros), "-d", str(self.db_path)]
         self._proc = subprocess.Popen(
             cmd,
@@ -327,14 +359,15 @@ class Ioc:
                 self._fail("exited during start")
             if PORT_TAKEN_LINE in self.output:
                 self._fail(f"could not bind port {self.port}")
-            if self._ready.is_set() and self._accepts():
+            if self._ready.is_set() and self._accepts(self.port) \
+                    and (self.pva_port is None or self._accepts(self.pva_port)):
                 return
             time.sleep(0.02)
         self._fail(f"not ready within {self.timeout}s")
 
-    def _accepts(self) -> bool:
+    def _accepts(self, port: int) -> bool:
         try:
-            with socket.create_connection((self.host, self.port), timeout=0.2):
+            with socket.create_connection((self.host, port), timeout=0.2):
                 return True
         except OSError:
             return False
@@ -383,6 +416,8 @@ class Ioc:
         self.kill()
         self._closed = True
         self.pool.release(self.port)
+        if self.pva_port is not None:
+            self.pool.release(self.pva_port)
         shutil.rmtree(self._dir, ignore_errors=True)
         _live.discard(self)
 

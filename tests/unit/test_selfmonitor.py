@@ -87,13 +87,13 @@ def test_checks_may_depend_on_and_routes_match_the_built_in_checks():
     ("- {id: beamwatch.disk, internal: disk}",
      3, "checks[0].internal: unknown internal metric 'disk' (known: store, quarantine"),
     ("- {id: beamwatch.x, internal: store, pv: A}",
-     3, "checks[0]: give exactly one input: pv: or internal:"),
+     3, "checks[0]: give exactly one input, not pv and internal"),
     ("- {id: mine, internal: store}",
      3, "checks[0]: an internal: check's id starts with 'beamwatch.'"),
     ("- {id: beamwatch.a, pv: A}",
      3, "checks[0]: ids starting with 'beamwatch.' are for beamwatch's own checks"),
     ("- {id: beamwatch.loop, source: ca}",
-     3, "checks[0]: source: is for pv: checks"),
+     3, "checks[0]: source: is for pv:, pva:, get:/post: and query: checks, not internal:"),
 ])
 def test_bad_internal_checks_are_clear_errors_with_their_line(entry, line, message):
     with pytest.raises(ConfigError) as info:
@@ -293,3 +293,39 @@ async def test_without_a_self_monitor_the_internal_checks_have_no_opinion(tmp_pa
     assert engine.state_of("beamwatch.store").severity == Severity.OK
     await engine.stop()
     store.close()
+
+
+async def test_only_channel_access_counts_for_beamwatch_ca_and_samples(tmp_path):
+    """A dead REST service is its own check's business: it must not make beamwatch.ca
+    say "channels disconnected", and its polls are no evidence that CA is alive."""
+    clock = FakeClock()
+    config = parse_config(f"""
+beamline: I04
+storage: {{url: "sqlite:///{tmp_path / 'bw.db'}"}}
+sources:
+  gda: {{kind: http, base_url: "http://127.0.0.1:9"}}
+checks:
+  - {{id: fe-vacuum, pv: FE04I-VA-01:P, above: {{major: 1e-6}}}}
+  - {{id: gda, source: gda, get: /api/status, json: state, when: "value != 'RUNNING'"}}
+  - {{id: beamwatch.samples, above: {{major: 300}}}}
+""")
+    store = Store(config.storage.url)
+    ca, gda = SoftSource("ca", clock), SoftSource("gda", clock)
+    engine = Engine(config, {"ca": ca, "gda": gda}, store, clock)
+    monitor = SelfMonitor(config, engine, clock)
+    engine.sources["internal"] = monitor.source
+    await engine.start()
+    try:
+        ca.push("FE04I-VA-01:P", 1e-9)
+        gda.push("gda", None, connected=False)
+        await step(engine, monitor, clock, 0)
+        assert engine.sample_of("beamwatch.ca").value == 0.0  # 0 of 1 CA channels down
+        for _ in range(11):  # GDA answers again, every 30 s; CA says nothing for 330 s
+            gda.push("gda", "RUNNING")
+            await step(engine, monitor, clock, 30)
+        severity, message = state(engine, "beamwatch.samples")
+        assert severity == Severity.MAJOR and "last sample 330 s ago" in message
+    finally:
+        await engine.stop()
+        await monitor.aclose()
+        store.close()

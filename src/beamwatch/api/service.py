@@ -55,7 +55,10 @@ def status(config: Config, store: Store) -> list[CheckStatus]:
         st = states.get(cfg.id, AlarmState(cfg.id))
         lv = latest.get(cfg.id)
         tr = last.get(cfg.id) if st.severity > Severity.OK else None
-        value = lv.value if lv else st.value
+        # latest values are flushed every 2 s, states with each transition: the newer wins,
+        # so status never shows "63 above major limit 50" next to an old value of 3
+        fresher_state = lv is None or (cfg.id in states and st.since > lv.time)
+        value = st.value if fresher_state else lv.value
         out.append(CheckStatus(
             id=cfg.id, name=cfg.title, group=cfg.group, severity=st.severity.name,
             current=st.current.name, acked=st.acked, acked_by=st.acked_by,

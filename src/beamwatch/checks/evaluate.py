@@ -110,8 +110,9 @@ class Check:
         severity, text = max(verdicts, key=lambda v: v[0], default=(Severity.OK, ""))
         if severity == Severity.OK:
             text = f"OK ({_text(value)})"
-        if self.config.internal is not None and sample.note:  # an InternalSample says why
-            text = f"{text}: {sample.note}"
+        note = getattr(sample, "note", None)  # internal and heartbeat samples say why
+        if note:
+            text = f"{text}: {note}"
         return Evaluation(severity, text, value, now)
 
     def _thresholds(self, value: float, previous: Severity) -> tuple[Severity, str]:

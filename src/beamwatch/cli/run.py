@@ -31,6 +31,7 @@ def check_command(config: ConfigOpt) -> None:
 def run_command(config: ConfigOpt) -> None:
     """Watch the beamline (runs until SIGTERM or Ctrl-C; SIGHUP reloads the config)."""
     from ..app import App
+    from ..web.server import WebError, for_app
 
     config_or_exit(config)
     try:
@@ -39,11 +40,17 @@ def run_command(config: ConfigOpt) -> None:
         config_error_exit(e)
     except Exception as e:
         fail(f"cannot start: {first_line(e)}", 1)
+    try:
+        web = for_app(application)  # bound now: a port in use stops us before anything runs
+    except WebError as e:
+        application.store.close()
+        fail(str(e), 1)
+    served = f"; HTTP API on {web.url}" if web is not None else ""
     err.print(f"beamwatch: watching {len(application.config.checks)} checks of "
               f"{application.config.beamline}; log in {safe_url(application.config.storage.url)}"
-              "; Ctrl-C stops", markup=False)
+              f"{served}; Ctrl-C stops", markup=False, soft_wrap=True)
     try:
-        asyncio.run(application.run())
+        asyncio.run(application.run(services=[web.serve] if web is not None else []))
     except KeyboardInterrupt:
         pass
 

@@ -42,14 +42,33 @@ def _check_refs(config: Config, also_known: set[str]) -> Iterator[Problem]:
                     yield ("checks", i, "depends_on", j), f"unknown check id '{dep}'"
                 elif dep == c.id:
                     yield ("checks", i, "depends_on", j), "a check cannot depend on itself"
-        if c.source is not None and c.source != "ca" and c.source not in config.sources:
-            known = ", ".join(["ca", *config.sources]) or "ca"
-            yield ("checks", i, "source"), f"unknown source '{c.source}' (known: {known})"
+        if c.source is not None:
+            problem = _source_problem(config, c)
+            if problem:
+                yield ("checks", i, "source"), problem
         if c.when is not None:
             try:
                 Expression(c.when, names)
             except ExpressionError as e:
                 yield ("checks", i, "when"), str(e)
+
+
+# the kind of source each input reads from
+_SOURCE_KIND = {"pv": "ca", "pva": "pva", "get": "http", "post": "http", "query": "sql"}
+
+
+def _source_problem(config: Config, check) -> str | None:
+    name = check.source
+    declared = config.sources.get(name)
+    kind = declared.kind if declared is not None else name if name in ("ca", "pva") else None
+    if kind is None:
+        known = ", ".join(dict.fromkeys(["ca", "pva", *config.sources]))
+        return f"unknown source '{name}' (known: {known})"
+    wanted = _SOURCE_KIND.get(check.input_key)
+    if wanted is not None and kind != wanted:
+        return (f"source '{name}' is of kind {kind}; {check.input_key}: reads a source of "
+                f"kind {wanted}")
+    return None
 
 
 def _graph(config: Config) -> Iterator[Problem]:

@@ -218,7 +218,20 @@ def _relative_paths(config: Config, base: Path | None) -> Config:
         folder = Path(config.templates).expanduser()
         if not folder.is_absolute():
             config = config.model_copy(update={"templates": str(base / folder)})
+    checks = [_relative_inputs(c, base) for c in config.checks]
+    if any(new is not old for new, old in zip(checks, config.checks, strict=True)):
+        config = config.model_copy(update={"checks": checks})
     return config
+
+
+def _relative_inputs(check: CheckConfig, base: Path) -> CheckConfig:
+    """file:, disk:, log: and read: paths (and globs) are next to the config file too."""
+    update = {}
+    for key in ("file", "disk", "log", "read"):
+        value = getattr(check, key)
+        if value is not None and not Path(value).expanduser().is_absolute():
+            update[key] = str(base / value)
+    return check.model_copy(update=update) if update else check
 
 
 def _parse_with_positions(text: str, file: str, env: dict[str, str],

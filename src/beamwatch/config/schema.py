@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..timefmt import parse_duration
 from .types import Duration, Secret, SecretValue
 
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
@@ -52,8 +53,29 @@ class StorageConfig(Strict):
 
 
 class WebConfig(Strict):
+    # HOST:PORT the HTTP API (heartbeats in, /healthz) is served on by `beamwatch run`;
+    # port 0: any free port (logged); "" or "off": no HTTP server
     listen: str = "127.0.0.1:8080"
     url: str | None = None  # the public address, for links in messages
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if v.strip().lower() in ("", "off"):
+            return ""
+        host, sep, port = v.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"'{v}' is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, "
+                             "0.0.0.0:8080), or off")
+        return v.strip()
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when the HTTP server is off."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class ModeScheduleEntry(Strict):
@@ -92,10 +114,42 @@ class ModesConfig(Strict):
         return self
 
 
+SOURCE_KINDS = ("ca", "pva", "http", "sql")
+
+
 class SourceConfig(Strict):
-    kind: Literal["ca"]
-    addr_list: list[str] | None = None  # EPICS_CA_ADDR_LIST for this source
+    """A named connection. `ca` and `pva` exist by default; `http` and `sql` are named."""
+
+    kind: Literal["ca", "pva", "http", "sql"]
+    # ca, pva
+    addr_list: list[str] | None = None  # EPICS_CA_ADDR_LIST / EPICS_PVA_ADDR_LIST
     connect_timeout: Duration = 5.0
+    # http
+    base_url: str | None = None  # checks' get:/post: paths are relative to it
+    headers: dict[str, SecretValue] = {}
+    username: str | None = None  # basic auth, with password:
+    verify: bool = True  # TLS certificates
+    # sql: a SQLAlchemy URL (mysql+pymysql://, postgresql+psycopg://, sqlite:///)
+    url: SecretValue | None = None
+    password: SecretValue | None = None  # http basic auth, or the database's
+    # http and sql
+    timeout: Duration = 10.0  # one request / one statement
+    max_connections: int = Field(4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _complete(self) -> SourceConfig:
+        if self.kind == "http" and not self.base_url:
+            raise ValueError("kind http needs base_url: (e.g. http://bl04i-control:8080)")
+        if self.kind == "sql" and not self.url:
+            raise ValueError("kind sql needs url: (e.g. mysql+pymysql://reader@ispyb/ispyb)")
+        mine = {"ca": {"addr_list", "connect_timeout"}, "pva": {"addr_list", "connect_timeout"},
+                "http": {"base_url", "headers", "username", "password", "verify", "timeout",
+                         "max_connections"},
+                "sql": {"url", "password", "timeout", "max_connections"}}[self.kind]
+        stray = sorted(k for k in self.model_fields_set - mine - {"kind"})
+        if stray:
+            raise ValueError(f"{', '.join(stray)}: not a setting of a {self.kind} source")
+        return self
 
 
 # --- checks --------------------------------------------------------------------------
@@ -195,6 +249,27 @@ class MonitorConfig(Strict):
     heartbeat: HeartbeatConfig | None = None
 
 
+class AgeLevels(Strict):
+    """`age:` limits: durations (`{minor: 5m, major: 15m}`)."""
+
+    minor: Duration | None = None
+    major: Duration | None = None
+
+
+class FreeLevels(Strict):
+    """`free_below:` limits: a percentage of the disk ("20%") or an amount ("50GB")."""
+
+    minor: str | float | None = None
+    major: str | float | None = None
+
+
+# The input keys of a check; exactly one is given. (pva/http/sql/files: issue 14)
+INPUT_KEYS = ("pv", "pva", "internal", "get", "post", "query", "file", "disk", "log", "read",
+              "heartbeat")
+POLLED_EVERY = {"get": 30.0, "post": 30.0, "query": 60.0, "file": 30.0, "disk": 60.0,
+                "log": 10.0, "read": 30.0}  # default `every:` of polled inputs
+
+
 class CheckConfig(Strict):
     id: Id
     name: str | None = None
@@ -202,9 +277,33 @@ class CheckConfig(Strict):
     labels: dict[str, str] = {}
     description: str | None = None
     # inputs: exactly one
-    pv: str | None = None
-    source: str | None = None  # a named source; defaults to "ca" for pv:
+    pv: str | None = None  # Channel Access
+    pva: str | None = None  # PVAccess
+    source: str | None = None  # a named source; "ca"/"pva" by default for pv:/pva:
     internal: str | None = None  # one of beamwatch's own health metrics (INTERNAL_METRICS)
+    get: str | None = None  # HTTP GET of a path of the source's base_url (or a full URL)
+    post: str | None = None  # HTTP POST, with `body:`
+    body: Any = None
+    query: str | None = None  # SQL: one SELECT/WITH statement, read-only
+    file: str | None = None  # a glob: the newest matching file's age (s), or `measure:`
+    disk: str | None = None  # a path: free space in % (with free_below: in %) or bytes
+    log: str | None = None  # a log file, tailed across rotation: matches of `match:`
+    read: str | None = None  # a JSON or YAML file: the value at `json:`
+    heartbeat: Duration | None = None  # POST /api/heartbeat/ID at least this often
+    # what of the input is the value
+    json_: str | None = Field(None, alias="json")  # JMESPath into a JSON body or file
+    regex: str | None = None  # on an HTTP body: group 1 (or the match) is the value
+    column: str | None = None  # SQL: this column of the first row (else the first)
+    match: str | None = None  # log: the regex whose matches are counted
+    window: Duration | None = None  # log: matches, file: growth, over the last window
+    measure: Literal["value", "status", "latency", "cert_days", "age", "count", "growth",
+                     "free_percent", "free_bytes", "matches", "last"] | None = None
+    every: Duration | None = None  # polled inputs: how often (POLLED_EVERY by default)
+    timeout: Duration | None = None  # polled inputs: one poll (the source's by default)
+    token: SecretValue | None = None  # heartbeat: the bearer token a POST must carry
+    # sugar over `above:`/`below:` on a file's age and a disk's free space
+    age: AgeLevels | None = None
+    free_below: FreeLevels | None = None
     # conditions
     above: Levels | None = None
     below: Levels | None = None
@@ -252,14 +351,35 @@ class CheckConfig(Strict):
         return self.name or self.id
 
     @property
+    def input_key(self) -> str:
+        """Which input this check reads: one of INPUT_KEYS."""
+        return next(k for k in INPUT_KEYS if getattr(self, k) is not None)
+
+    @property
     def input_source(self) -> str:
-        """The source that feeds this check: `internal` for beamwatch's own health."""
-        return INTERNAL_SOURCE if self.internal else (self.source or "ca")
+        """The source that feeds this check: a named source (http, sql, a second ca),
+        `ca`/`pva` for PVs, `internal` for beamwatch's own health, `files` for files,
+        disks and logs, `heartbeat` for heartbeats."""
+        key = self.input_key
+        if key == "internal":
+            return INTERNAL_SOURCE
+        if key in ("pv", "pva"):
+            return self.source or ("ca" if key == "pv" else "pva")
+        if key in ("get", "post", "query"):
+            return self.source or ""
+        return {"heartbeat": "heartbeat"}.get(key, "files")
 
     @property
     def input_address(self) -> str:
-        """What the source watches for it: the PV name, or the internal metric."""
-        return self.pv or self.internal or ""
+        """What the source watches for it: the PV name, the internal metric; for polled
+        inputs and heartbeats the check's own id (the source reads the rest from it)."""
+        if self.pv is not None or self.pva is not None:
+            return self.pv or self.pva or ""
+        return self.internal or self.id
+
+    @property
+    def poll_every(self) -> float:
+        return self.every if self.every is not None else POLLED_EVERY.get(self.input_key, 30.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -284,16 +404,84 @@ class CheckConfig(Strict):
                              f"{', '.join(INTERNAL_METRICS)})")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sugar(cls, data: Any) -> Any:
+        """`age: {major: 5m}` is `above:` on a file's age; `free_below: {minor: 20%}` is
+        `below:` on a disk's free space (in % when the limits are, else in bytes);
+        `heartbeat: 5m` alone is `above: {major: 300}` on the last beat's age."""
+        if not isinstance(data, dict):
+            return data
+        if "age" in data and "above" not in data and isinstance(data["age"], dict):
+            data = {**data, "above": {k: _seconds(v) for k, v in data["age"].items()}}
+        if data.get("heartbeat") is not None and not {"above", "below", "when"} & set(data):
+            # the value is the last beat's age: MAJOR once it is older than the period
+            data = {**data, "above": {"major": _seconds(data["heartbeat"])}}
+        free = data.get("free_below")
+        if isinstance(free, dict) and "below" not in data:
+            levels, unit = {}, None
+            for name, raw in free.items():
+                number, unit_here = _amount(raw)
+                if unit is not None and unit_here != unit:
+                    raise ValueError("free_below: give every level in % or every level "
+                                     "as an amount, not both")
+                levels[name], unit = number, unit_here
+            data = {**data, "below": levels}
+            if "measure" not in data:
+                data = {**data, "measure": "free_percent" if unit == "%" else "free_bytes"}
+        return data
+
+    def _inputs_consistent(self) -> None:
+        given = [k for k in INPUT_KEYS if getattr(self, k) is not None]
+        if not given:
+            raise ValueError("a check needs an input: pv: (Channel Access), pva: "
+                             "(PVAccess), get:/post: (HTTP), query: (SQL), file:, disk:, "
+                             "log:, read:, heartbeat: or internal: (beamwatch's own health)")
+        if len(given) > 1:
+            raise ValueError(f"give exactly one input, not {' and '.join(given)}")
+        key = given[0]
+        if key in ("get", "post", "query") and not self.source:
+            kind = "sql" if key == "query" else "http"
+            raise ValueError(f"{key}: needs source: NAME, a source of kind {kind}")
+        if key in ("file", "disk", "log", "read", "heartbeat", "internal") and self.source:
+            raise ValueError(f"source: is for pv:, pva:, get:/post: and query: checks, "
+                             f"not {key}:")
+        extras = {"body": ("post",), "regex": ("get", "post"), "column": ("query",),
+                  "json_": ("get", "post", "read"), "match": ("log",), "window": ("log", "file"),
+                  "token": ("heartbeat",), "age": ("file",), "free_below": ("disk",),
+                  "every": tuple(POLLED_EVERY), "timeout": tuple(POLLED_EVERY)}
+        for extra, inputs in extras.items():
+            if getattr(self, extra) is not None and key not in inputs:
+                extra = extra.rstrip("_")
+                raise ValueError(f"{extra}: goes with {' or '.join(f'{i}:' for i in inputs)}, "
+                                 f"not {key}:")
+        if key == "heartbeat" and (self.heartbeat or 0) <= 0:
+            raise ValueError("heartbeat: the period must be more than 0s (e.g. 5m)")
+        if key == "log" and not self.match:
+            raise ValueError("log: needs match: REGEX (what to count)")
+        if self.measure is not None and self.measure not in MEASURES[key]:
+            raise ValueError(f"measure: {self.measure} is not one of "
+                             f"{', '.join(MEASURES[key])} for {key}:")
+        for name in ("regex", "match"):
+            pattern = getattr(self, name)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ValueError(f"{name}: not a regular expression: {e}") from None
+        if self.json_ is not None:
+            _check_jmespath(self.json_)
+        if key == "query":
+            problem = read_only_problem(self.query or "")
+            if problem:
+                raise ValueError(f"query: {problem}")
+
     @model_validator(mode="after")
     def _consistent(self) -> CheckConfig:
-        if self.pv is None and self.internal is None:
-            raise ValueError("a check needs an input: pv: NAME (Channel Access) or "
-                             "internal: METRIC (beamwatch's own health)")
-        if self.pv is not None and self.internal is not None:
-            raise ValueError("give exactly one input: pv: or internal:")
+        self._inputs_consistent()
         if self.internal is not None:
             self._internal_consistent()
-        if self.pv is not None and self.id.startswith(INTERNAL_PREFIX):
+        if self.internal is None and self.id.startswith(INTERNAL_PREFIX):
             raise ValueError(f"ids starting with '{INTERNAL_PREFIX}' are for beamwatch's own "
                              "checks (internal: METRIC)")
         if self.pv is not None and not self.pv.strip():
@@ -305,6 +493,99 @@ class CheckConfig(Strict):
             if self.below.major > self.below.minor:
                 raise ValueError("below: major must be <= minor (major is the worse level)")
         return self
+
+
+MEASURES: dict[str, tuple[str, ...]] = {
+    "pv": ("value",), "pva": ("value",), "internal": ("value",), "read": ("value",),
+    "get": ("value", "status", "latency", "cert_days"),
+    "post": ("value", "status", "latency", "cert_days"), "query": ("value",),
+    "file": ("age", "count", "growth"), "disk": ("free_percent", "free_bytes"),
+    "log": ("matches", "last"), "heartbeat": ("age",),
+}
+
+def _check_jmespath(expression: str) -> None:
+    import jmespath.exceptions  # here: only configs with json: pay for the import
+
+    try:
+        jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as e:
+        raise ValueError(f"json: '{expression}' is not a JMESPath expression: "
+                         f"{str(e).splitlines()[0].removeprefix('Invalid jmespath expression: ')}"
+                         ) from None
+
+
+def _seconds(raw: Any) -> Any:
+    """A duration in seconds; anything else is left for the schema to complain about."""
+    try:
+        return parse_duration(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return raw
+
+
+_UNITS = {"%": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _amount(raw: Any) -> tuple[float, str]:
+    """'20%' -> (20, '%'); '50GB' -> (5e10, 'B'); 1e9 -> (1e9, 'B')."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw), "B"
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(%|[KMGT]?i?B)\s*", str(raw), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"free_below: '{raw}' is not a percentage (20%) or an amount (50GB)")
+    unit = m.group(2).upper()
+    factor = _UNITS.get(unit)
+    if factor is None:
+        raise ValueError(f"free_below: unknown unit in '{raw}'")
+    return float(m.group(1)) * factor, "%" if unit == "%" else "B"
+
+
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE|UPSERT|CREATE|ALTER|DROP|TRUNCATE|"
+                     r"GRANT|REVOKE|CALL|EXEC|EXECUTE|COPY|INTO|ATTACH|DETACH|PRAGMA|"
+                     r"VACUUM)\b", re.IGNORECASE)
+
+
+# Strings and comments are blanked before looking for words, under two readings: standard
+# SQL (PostgreSQL, SQLite: '' escapes a quote, -- starts a comment) and MySQL's (\' escapes
+# a quote too, # starts a comment, -- only before a space). A query must pass under both,
+# so no text that one database reads as a string or comment hides a statement from us.
+_HIDDEN = (
+    r"'([^']|'')*'|\"[^\"]*\"|--[^\n]*|/\*.*?\*/",
+    r"'([^'\\]|\\.|'')*'|\"([^\"\\]|\\.|\"\")*\"|`[^`]*`|--(?=\s|$)[^\n]*|#[^\n]*"
+    r"|/\*.*?\*/",
+)
+
+
+def read_only_problem(query: str) -> str | None:
+    """Why a query is not one plain SELECT/WITH statement, or None. The check runs it in
+    a read-only transaction too; this refuses at load what that would refuse later."""
+    for hidden in _HIDDEN:
+        problem = _one_select_problem(re.sub(hidden, _blank, query, flags=re.S))
+        if problem:
+            return problem
+    return None
+
+
+def _blank(m: re.Match[str]) -> str:
+    # MySQL/MariaDB run the text of /*! … */ and /*M! … */: not a comment to us
+    return " /*! " if m.group(0).startswith(("/*!", "/*M!")) else " "
+
+
+def _one_select_problem(text: str) -> str | None:
+    if "/*!" in text:
+        return "no executable comments (/*! … */): MySQL runs their text"
+    text = text.strip().rstrip(";").strip()
+    if not text:
+        return "empty"
+    if ";" in text:
+        return "one statement only (no ';' between statements)"
+    first = text.split(None, 1)[0].upper()
+    if first not in ("SELECT", "WITH"):
+        return f"only SELECT or WITH queries are allowed (read-only), not {first}"
+    word = _WRITES.search(text)
+    if word:
+        return f"'{word.group(1).upper()}' has no place in a read-only query"
+    return None
 
 
 # --- people, teams, channels, routes (notifications) -----------------------------------

@@ -91,6 +91,7 @@ class EngineStats:
     """Counters the self-monitoring checks (`beamwatch.*`) read."""
 
     samples: int = 0
+    samples_by_source: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     transitions: int = 0
     last_tick: float | None = None  # when `tick` last ran (clock time)
@@ -244,6 +245,8 @@ class Engine:
         now = self.clock.now()
         self.stats.batches += 1
         self.stats.samples += len(batch)
+        by_source = self.stats.samples_by_source
+        by_source[source] = by_source.get(source, 0) + len(batch)
         by_address = self.by_address
         for sample in batch:
             if sample.address == self.mode_address:

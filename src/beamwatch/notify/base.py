@@ -177,7 +177,10 @@ class BaseNotifier:
     async def send(self, message: Message) -> Delivery:
         started = time.monotonic()
         try:
-            delivery = await asyncio.wait_for(self._deliver(message), self.deadline)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            # (a stop) that races with the send finishing
+            async with asyncio.timeout(self.deadline):
+                delivery = await self._deliver(message)
         except DeliveryError as e:
             delivery = e.to_delivery()
         except TemplateError as e:
@@ -322,4 +325,5 @@ async def run_blocking(fn: Callable[..., T], *args: Any, timeout: float, **kwarg
     """
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(_pool(), functools.partial(fn, *args, **kwargs))
-    return await asyncio.wait_for(future, timeout)
+    async with asyncio.timeout(timeout):
+        return await future

@@ -40,12 +40,17 @@ class SimBeamline:
 
     def __init__(self, prefix: str = "", base_port: int = DEFAULT_BASE_PORT,
                  workdir: str | os.PathLike[str] | None = None, *, start_timeout: float = 60.0,
-                 python: str | None = None):
+                 python: str | None = None, ispyb: str | os.PathLike[str] | None = None,
+                 data_dir: str | os.PathLike[str] | None = None):
         self.layout = SimLayout(prefix, base_port or free_base_port())
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(
             tempfile.mkdtemp(prefix="beamwatch-sim-"))
         self.start_timeout = start_timeout
+        # the ISPyB-like queue (SQLite) that `sql:` checks read; queue-stuck fills it
+        self.ispyb_path = Path(ispyb).resolve() if ispyb else self.workdir / "ispyb.sqlite"
+        # the images and detector log (sim/files.py); default: workdir/files
+        self.data_dir = Path(data_dir) if data_dir is not None else self.workdir / "files"
         self.python = python or sys.executable
         self.startup: dict[str, Any] = {}
         self._proc: subprocess.Popen[str] | None = None
@@ -102,7 +107,8 @@ class SimBeamline:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log_path = self.workdir / "supervisor.log"
         cmd = [self.python, "-u", "-m", "beamwatch.sim.supervisor", "--prefix", self.prefix,
-               "--base-port", str(self.base_port), "--workdir", str(self.workdir)]
+               "--base-port", str(self.base_port), "--workdir", str(self.workdir),
+               "--ispyb", str(self.ispyb_path), "--data-dir", str(self.data_dir)]
         with log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,

@@ -20,6 +20,7 @@ import typer
 
 from . import ca, faults
 from .errors import SimError
+from .files import DEFAULT_DATA_DIR
 from .inventory import IOC_NAMES
 from .layout import DEFAULT_BASE_PORT, SimLayout
 
@@ -70,6 +71,13 @@ def run(
     base_port: BasePortOpt = DEFAULT_BASE_PORT,
     workdir: Annotated[Path | None, typer.Option(
         "--workdir", help="Where the IOC logs go (default: a new temporary directory).")] = None,
+    ispyb: Annotated[Path, typer.Option(
+        "--ispyb", help="The ISPyB-like SQLite queue that sql: checks read (the demo "
+                        "config's).")] = Path("beamwatch-demo-ispyb.db"),
+    data_dir: Annotated[Path, typer.Option(
+        "--data-dir", help="Where the detector writes images and its log (the demo "
+                           "config's file: and log: checks read them here).")
+    ] = DEFAULT_DATA_DIR,
 ) -> None:
     """Start every IOC of the simulated beamline and run until Ctrl-C or SIGTERM."""
     from .supervisor import Startup, run_foreground
@@ -86,6 +94,9 @@ def run(
             typer.echo(f"  {spec.name:<11} {spec.address:<16} {spec.definition.ioc:<17} "
                        f"{spec.definition.title}")
         typer.echo(f"  {'repeater':<11} {layout.repeater_port} (UDP, CA beacons)")
+        typer.echo(f"  {'status':<11} {layout.status_url}/api/status (HTTP, GDA's state)")
+        served = ", ".join(s.name for s in layout.iocs if s.definition.pva)
+        typer.echo(f"  {'pva':<11} {layout.pva_address:<16} (PVAccess of: {served})")
         if startup.unsettled:
             typer.echo(f"  not settled yet: {', '.join(startup.unsettled[:5])}")
         typer.echo("Point a CA client at it:")
@@ -93,10 +104,11 @@ def run(
             typer.echo(f'  export {key}="{value}"')
         typer.echo("Faults: `beamwatch sim faults`, `beamwatch sim fault NAME`, "
                    "`beamwatch sim clear`")
-        typer.echo(f"Logs in {where}. Ctrl-C stops.")
+        typer.echo(f"Logs in {where}; images and detector log in {data_dir}. Ctrl-C stops.")
 
     try:
-        asyncio.run(run_foreground(layout, where, ready, typer.echo))
+        asyncio.run(run_foreground(layout, where, ready, typer.echo, ispyb.resolve(),
+                                   data_dir))
     except SimError as e:
         _fail(str(e))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping

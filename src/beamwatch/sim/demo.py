@@ -17,6 +17,7 @@ from ..config import Config, load_config
 from . import ca
 from .beamline import SimBeamline
 from .errors import PortInUse, SimError
+from .files import DEFAULT_DATA_DIR
 from .layout import HOST, SimLayout
 
 
@@ -45,6 +46,7 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+DEMO_ISPYB = "beamwatch-demo-ispyb.db"  # the demo config's ispyb source reads this file
 CONSOLE_PORT = 8765  # the demo config's webhooks point here
 
 
@@ -94,7 +96,8 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
     config = load_config(path)
     try:
         base_port = demo_base_port(config)
-        sim = SimBeamline(base_port=base_port).start()
+        sim = SimBeamline(base_port=base_port, ispyb=DEMO_ISPYB,
+                          data_dir=DEFAULT_DATA_DIR).start()
     except PortInUse as e:
         _say(f"beamwatch demo: {e}. The demo's ports are the {path} sources.ca.addr_list.")
         raise SystemExit(2) from None
@@ -105,7 +108,10 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
         os.environ.update(sim.env)
         port_option = "" if base_port == SimLayout().base_port else f" --base-port {base_port}"
         _say(f"beamwatch demo: simulated {config.beamline} beamline up: "
-             f"{sim.startup.get('pvs')} PVs, EPICS_CA_ADDR_LIST=\"{sim.addr_list}\"")
+             f"{sim.startup.get('pvs')} PVs, EPICS_CA_ADDR_LIST=\"{sim.addr_list}\"; "
+             f"PVAccess on {sim.layout.pva_address}, GDA's status on "
+             f"{sim.layout.status_url}/api/status, ISPyB-like queue in {DEMO_ISPYB}, "
+             f"images and the detector log in {DEFAULT_DATA_DIR}")
         _say(f"beamwatch demo: watching {len(config.checks)} checks from {path}. "
              "Try, in another shell:")
         for command, why in (
@@ -113,6 +119,9 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
             (f"beamwatch sim fault vacuum-loss{port_option}",
              "one root cause, dozens of consequences"),
             (f"beamwatch status -c {path}", "what beamwatch makes of it"),
+            (f"beamwatch sim fault collection-stalled{port_option}",
+             "no new image for a while (a file: check)"),
+            (f"beamwatch sim fault gda-down{port_option}", "GDA says FAULT (an HTTP check)"),
             (f"beamwatch sim clear{port_option}", "back to normal"),
         ):
             _say(f"  {command:<50} {why}")

@@ -41,6 +41,7 @@ class IocDefinition:
     offset: int  # port = base_port + offset
     loads: tuple[DbLoad, ...]
     can_go_down: bool = True  # a target of the ioc-down fault
+    pva: bool = False  # also serves PVAccess (QSRV of pvxs), on the sim's PVA port
 
 
 def is_sim_helper(pv: str) -> bool:
@@ -329,7 +330,7 @@ def _endstation() -> IocDefinition:
               gauge("BL04I-VA-IONP-11", 1.1e-8), gauge("BL04I-VA-IONP-12", 1.9e-8)]
     return IocDefinition("endstation", "BL04I-EA-IOC-01",
                          "endstation: cryojet, dewar, robot, Eiger, shutters, i-pin", 3,
-                         tuple(loads))
+                         tuple(loads), pva=True)
 
 
 def _control() -> IocDefinition:
@@ -344,7 +345,7 @@ def _common(ioc: IocDefinition) -> IocDefinition:
     if ioc.can_go_down:
         extra.append(DbLoad("simlink.db"))
     return IocDefinition(ioc.name, ioc.ioc, ioc.title, ioc.offset, (*extra, *ioc.loads),
-                         ioc.can_go_down)
+                         ioc.can_go_down, ioc.pva)
 
 
 IOCS: tuple[IocDefinition, ...] = tuple(

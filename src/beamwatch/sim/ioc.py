@@ -6,9 +6,9 @@ This is `python -m epicscorelibs.ioc` (the same `start_ioc()`, the same `-m`
 then `-d` arguments, each `-d` taking the macros given before it) with two
 differences that matter on a shared machine and in CI:
 
-- Channel Access only. epicscorelibs' runner also loads the PVA server (QSRV),
-  which listens on every interface on the PVA ports whatever
-  EPICS_CAS_INTF_ADDR_LIST says; the sim is meant to stay on loopback.
+- Channel Access only, unless `--pva`: then pvxs's QSRV serves the records over
+  PVAccess too (as `python -m pvxslibs.ioc`), on the interfaces and ports of
+  the EPICS_PVAS_* environment, which the supervisor keeps on loopback.
 - No Python REPL. The process lives until its stdin reaches end-of-file, or
   SIGTERM/SIGINT. The supervisor holds the stdin pipe open, so when the
   supervisor dies, even by SIGKILL, the pipe closes and every IOC exits
@@ -32,15 +32,26 @@ class _LoadAction(argparse.Action):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m beamwatch.sim.ioc",
-                                description="Run one simulated IOC (Channel Access only).")
+                                description="Run one simulated IOC (PVAccess too with --pva).")
     p.add_argument("--name", default="ioc", help="Name for messages.")
     p.add_argument("-m", "--macros", default="", help="Macros for the following -d.")
     p.add_argument("-d", "--database", default=[], action=_LoadAction, help="A .db file.")
+    p.add_argument("--pva", action="store_true", help="Serve PVAccess too (QSRV of pvxs).")
     return p
 
 
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _pva_server() -> tuple[tuple, tuple]:
+    """What `python -m pvxslibs.ioc` loads into the soft IOC."""
+    import os
+
+    import pvxslibs.path
+
+    os.environ.setdefault("PVXS_QSRV_ENABLE", "YES")
+    return (("pvxsIoc.dbd", pvxslibs.path.dbd_path),), ("pvxslibs.lib.pvxsIoc",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    softioc.start_ioc(dbs=args.database, extra_dbd_load=(), extra_dso_load=())
+    dbd_load, dso_load = _pva_server() if args.pva else ((), ())
+    softioc.start_ioc(dbs=args.database, extra_dbd_load=dbd_load, extra_dso_load=dso_load)
     print(f"beamwatch.sim.ioc: {args.name} running", file=sys.stderr, flush=True)
     for line in sys.stdin:  # until EOF: the supervisor is gone or wants us gone
         command = line.strip()

@@ -5,7 +5,11 @@ Five IOC processes on loopback, one port each, counted from a base port:
     base+0 machine   base+1 frontend   base+2 optics   base+3 endstation
     base+4 control (the sim's fault flags)
 
-and base+5 (UDP only) for the sim's own CA beacon repeater (repeater.py).
+and base+5 (UDP only) for the sim's own CA beacon repeater (repeater.py),
+base+6 (TCP only) for its HTTP status service (status_http.py), and
+base+7 (TCP and UDP) for PVAccess: the endstation IOC, like an areaDetector
+IOC, serves its records over PVA too (QSRV), for `pva:` checks with
+`addr_list: [127.0.0.1:5077]`.
 The default base is 5070: clear of the CA defaults (5064/5065) and of the PVA
 ones (TCP 5075, UDP 5076; the repeater's UDP 5075 does not meet PVA's TCP
 5075). A client reaches the beamline with
@@ -41,6 +45,7 @@ DEFAULT_BASE_PORT = 5070
 _PREFIX = re.compile(r"^[A-Za-z0-9_:.\-]{0,24}$")
 _RESERVED_TCP_UDP = {5064, 5065, 5075, 5076}  # CA server, CA repeater, PVA server, PVA UDP
 _RESERVED_UDP = {5064, 5065, 5076}
+_RESERVED_TCP = {5064, 5065, 5075}
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class IocSpec:
     port: int
     addr_list: str  # every IOC of the sim, for this IOC's own CA links
     repeater_port: int
+    pva_port: int  # used only when the definition serves PVA
 
     @property
     def name(self) -> str:
@@ -78,7 +84,7 @@ class IocSpec:
         for load in self.definition.loads:
             cmd += ["-m", dbfiles.macro_text(self.macros(load)),
                     "-d", str(dbfiles.db_path(load.db))]
-        return cmd
+        return [*cmd, "--pva"] if self.definition.pva else cmd
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """The IOC's environment: serve CA on its own port, on loopback only."""
@@ -96,6 +102,12 @@ class IocSpec:
             EPICS_CA_REPEATER_PORT=str(self.repeater_port),
             PYTHONUNBUFFERED="1",
         )
+        if self.definition.pva:  # on loopback only, TCP and UDP on one port number
+            env.update(EPICS_PVAS_SERVER_PORT=str(self.pva_port),
+                       EPICS_PVAS_BROADCAST_PORT=str(self.pva_port),
+                       EPICS_PVAS_INTF_ADDR_LIST=HOST,
+                       EPICS_PVAS_AUTO_BEACON_ADDR_LIST="NO",
+                       EPICS_PVAS_BEACON_ADDR_LIST=HOST)
         return env
 
 
@@ -105,13 +117,15 @@ class SimLayout:
     def __init__(self, prefix: str = "", base_port: int = DEFAULT_BASE_PORT):
         if not _PREFIX.match(prefix):
             raise SimError(f"bad PV prefix {prefix!r}: use up to 24 of A-Z a-z 0-9 _ : . -")
+        # the repeater (UDP); then the status service (TCP) and PVA (TCP and UDP)
         last = base_port + len(IOCS)
-        if not 1024 <= base_port or last > 65535:
-            raise SimError(f"base port {base_port}: the ports {base_port}..{last} must lie "
+        if not 1024 <= base_port or last + 2 > 65535:
+            raise SimError(f"base port {base_port}: the ports {base_port}..{last + 2} must lie "
                            "in 1024..65535")
-        clash = (_RESERVED_TCP_UDP & set(range(base_port, last))) | (_RESERVED_UDP & {last})
+        clash = (_RESERVED_TCP_UDP & {*range(base_port, last), last + 2}) | (
+            _RESERVED_UDP & {last}) | (_RESERVED_TCP & {last + 1})
         if clash:
-            raise SimError(f"base port {base_port}: ports {base_port}..{last} include the "
+            raise SimError(f"base port {base_port}: ports {base_port}..{last + 2} include the "
                            f"EPICS default port(s) {sorted(clash)}")
         self.prefix = prefix
         self.base_port = base_port
@@ -122,7 +136,7 @@ class SimLayout:
     @cached_property
     def iocs(self) -> tuple[IocSpec, ...]:
         return tuple(IocSpec(d, self.prefix, self.base_port + d.offset, self.addr_list,
-                             self.repeater_port) for d in IOCS)
+                             self.repeater_port, self.pva_port) for d in IOCS)
 
     def ioc(self, name: str) -> IocSpec:
         for spec in self.iocs:
@@ -139,6 +153,25 @@ class SimLayout:
     def repeater_port(self) -> int:
         """The sim's beacon repeater (UDP only), right after the IOC ports."""
         return self.base_port + len(IOCS)
+
+    @property
+    def http_port(self) -> int:
+        """The sim's HTTP status service (TCP only): GDA's /api/status."""
+        return self.base_port + len(IOCS) + 1
+
+    @property
+    def pva_port(self) -> int:
+        """PVAccess of the IOCs that serve it (TCP and UDP), after the status service."""
+        return self.base_port + len(IOCS) + 2
+
+    @property
+    def pva_address(self) -> str:
+        """The entry of a `pva` source's `addr_list:` (EPICS_PVA_ADDR_LIST)."""
+        return f"{HOST}:{self.pva_port}"
+
+    @property
+    def status_url(self) -> str:
+        return f"http://{HOST}:{self.http_port}"
 
     @property
     def addresses(self) -> list[str]:
@@ -200,6 +233,10 @@ def _taken(layout: SimLayout) -> list[int]:
     taken = [p for p in layout.ports if not port_is_free(p)]
     if not port_is_free(layout.repeater_port, kinds=(socket.SOCK_DGRAM,)):
         taken.append(layout.repeater_port)
+    if not port_is_free(layout.http_port, kinds=(socket.SOCK_STREAM,)):
+        taken.append(layout.http_port)
+    if not port_is_free(layout.pva_port):
+        taken.append(layout.pva_port)
     return taken
 
 
@@ -224,7 +261,7 @@ def _ephemeral_low() -> int:
 def free_base_port(attempts: int = 200) -> int:
     """A base port whose ports are all free now, below the kernel's ephemeral range
     so that no client socket grabs one of them meanwhile."""
-    high = max(_ephemeral_low(), 12000) - len(IOCS) - 1
+    high = max(_ephemeral_low(), 12000) - len(IOCS) - 2
     rng = random.Random()
     for _ in range(attempts):
         base = rng.randrange(10000, high)
@@ -234,4 +271,4 @@ def free_base_port(attempts: int = 200) -> int:
             continue  # it would cover an EPICS default port
         if not _taken(layout):
             return base
-    raise PortInUse(f"found no {len(IOCS) + 1} consecutive free ports on {HOST}")
+    raise PortInUse(f"found no {len(IOCS) + 2} consecutive free ports on {HOST}")

@@ -37,8 +37,11 @@ from typing import Any
 
 from . import ca, faults
 from .errors import SimError
+from .files import DataCollection
+from .ispyb import IspybQueue
 from .layout import IocSpec, SimLayout, check_ports_free
 from .repeater import BeaconRepeater
+from .status_http import StatusService
 
 log = logging.getLogger("beamwatch.sim")
 
@@ -93,7 +96,8 @@ class IocProcess:
             elif proc.stdin is not None:
                 proc.stdin.close()
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
@@ -125,10 +129,16 @@ class Supervisor:
     `on_event` hears about IOCs going down, coming up and crashing."""
 
     def __init__(self, layout: SimLayout, workdir: Path, *, python: str = sys.executable,
-                 on_event: Callable[[Event], None] | None = None):
+                 on_event: Callable[[Event], None] | None = None, ispyb: Path | None = None,
+                 data_dir: Path | None = None):
         self.layout = layout
         self.workdir = Path(workdir)
+        # images and the detector log (sim/files.py): workdir/files unless told
+        self.collection = DataCollection(data_dir or self.workdir / "files")
+        self._flag_monitors: list[Any] = []
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ispyb_path = Path(ispyb) if ispyb is not None else self.workdir / "ispyb.sqlite"
+        self.ispyb: IspybQueue | None = None
         self.procs = {spec.name: IocProcess(spec, self.workdir, python) for spec in layout.iocs}
         self.on_event = on_event or (lambda event: None)
         self.down: str | None = None  # the IOC that the IOCDOWN record asks to be down
@@ -137,7 +147,10 @@ class Supervisor:
         self._running = False
         self._stopping = False
         self._monitor: Any = None
+        self._queue_monitor: Any = None
         self.repeater = BeaconRepeater(layout.repeater_port)
+        self.status_http = StatusService(layout.http_port)
+        self._gda_monitor: Any = None
         self._tasks: set[asyncio.Task] = set()
 
     # --- life cycle ------------------------------------------------------------------
@@ -148,6 +161,7 @@ class Supervisor:
         t0 = time.monotonic()
         try:
             await self.repeater.start()
+            await self.status_http.start()
             for p in self.procs.values():
                 await p.start()
             await self._wait_answering(list(self.procs), t0 + timeout)
@@ -160,15 +174,31 @@ class Supervisor:
         for p in self.procs.values():
             self._watch(p)
         self._monitor = ca.monitor(self.layout.control_pv("IOCDOWN"), self._on_iocdown)
+        self._start_ispyb()
+        self._start_collection()
+        self._gda_monitor = ca.monitor(self.layout.control_pv("FAULT:GDA"), self._on_gda)
         names = self.layout.pv_names()
         return Startup(len(names), len(self.layout.pv_names(helpers=False)),
                        time.monotonic() - t0, unsettled)
 
+    def _start_collection(self) -> None:
+        for flag in ("COLLECTION", "DETECTOR"):
+            self._flag_monitors.append(ca.monitor(
+                self.layout.control_pv(f"FAULT:{flag}"),
+                lambda text, flag=flag: self.collection.on_flag(flag, text)))
+        self.collection.start()
+
     async def stop(self) -> None:
         self._stopping = True
-        if self._monitor is not None:
-            self._monitor.close()
-            self._monitor = None
+        for monitor in (self._monitor, self._queue_monitor, self._gda_monitor):
+            if monitor is not None:
+                monitor.close()
+        self._monitor = self._queue_monitor = self._gda_monitor = None
+        for monitor in self._flag_monitors:
+            monitor.close()
+        self._flag_monitors.clear()
+        await self.collection.stop()
+        self.status_http.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -236,6 +266,9 @@ class Supervisor:
         self._watch(p)
         self.on_event({"event": "ioc", "ioc": p.name, "state": "up"})
 
+    def _on_gda(self, text: str) -> None:
+        self.status_http.fault = text == "On"
+
     def _on_iocdown(self, text: str) -> None:
         target = None if text in ("none", "") else text
         self.down = target
@@ -270,6 +303,26 @@ class Supervisor:
         await self._wait_answering([name], time.monotonic() + 15)
         log.info("IOC %s started again", name)
         self.on_event({"event": "ioc", "ioc": name, "state": "up"})
+
+    # --- the ISPyB-like queue (queue-stuck) ------------------------------------------------
+
+    def _start_ispyb(self) -> None:
+        self.ispyb = IspybQueue(self.ispyb_path)
+        self._queue_monitor = ca.monitor(self.layout.control_pv("FAULT:QUEUE"),
+                                         self._on_queue_fault)
+        self._spawn(self._tick_ispyb())
+
+    def _on_queue_fault(self, text: str) -> None:
+        if self.ispyb is not None:
+            self.ispyb.stuck = text == "On"
+
+    async def _tick_ispyb(self) -> None:
+        while self.ispyb is not None:
+            await asyncio.sleep(1.0)
+            try:
+                self.ispyb.tick()
+            except Exception as e:  # a locked or deleted file: the sim goes on
+                log.error("ispyb queue %s: %s: %s", self.ispyb_path, type(e).__name__, e)
 
     # --- what clients ask --------------------------------------------------------------
 
@@ -310,14 +363,16 @@ def describe(event: Event) -> str:
 
 async def run_foreground(layout: SimLayout, workdir: Path,
                          ready: Callable[[Startup], None],
-                         echo: Callable[[str], None]) -> None:
+                         echo: Callable[[str], None], ispyb: Path | None = None,
+                         data_dir: Path | None = None) -> None:
     """`beamwatch sim run`: start, report, run until SIGTERM or Ctrl-C, stop cleanly."""
     os.environ.update(layout.client_env)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sup = Supervisor(layout, workdir, on_event=lambda e: echo(describe(e)))
+    sup = Supervisor(layout, workdir, on_event=lambda e: echo(describe(e)), ispyb=ispyb,
+                     data_dir=data_dir)
     try:
         startup = await sup.start()
         ready(startup)
@@ -327,7 +382,8 @@ async def run_foreground(layout: SimLayout, workdir: Path,
         await sup.stop()
 
 
-async def _run_stdio(layout: SimLayout, workdir: Path) -> int:
+async def _run_stdio(layout: SimLayout, workdir: Path, ispyb: Path | None = None,
+                     data_dir: Path | None = None) -> int:
     from .channel import StdioServer
 
     loop = asyncio.get_running_loop()
@@ -335,7 +391,7 @@ async def _run_stdio(layout: SimLayout, workdir: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = StdioServer(stop)
-    sup = Supervisor(layout, workdir, on_event=server.send)
+    sup = Supervisor(layout, workdir, on_event=server.send, ispyb=ispyb, data_dir=data_dir)
     try:
         try:
             startup = await sup.start()
@@ -359,12 +415,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="")
     parser.add_argument("--base-port", type=int, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--ispyb", type=Path, help="the ISPyB-like SQLite queue "
+                        "(default: WORKDIR/ispyb.sqlite)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="images and detector log (default: WORKDIR/files)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     layout = SimLayout(args.prefix, args.base_port)
     os.environ.update(layout.client_env)  # before the first CA call of this process
-    return asyncio.run(_run_stdio(layout, args.workdir))
+    return asyncio.run(_run_stdio(layout, args.workdir, args.ispyb, args.data_dir))
 
 
 if __name__ == "__main__":

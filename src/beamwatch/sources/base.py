@@ -17,6 +17,10 @@ Sink = Callable[[list[Sample]], None]
 
 
 class Source(Protocol):
+    """Built by `App` with `Class.from_config(name, config, clock)`; a source whose
+    checks carry settings (HTTP, SQL, files) also has `reconfigure(config)`, called on
+    a reload before addresses are (un)subscribed."""
+
     name: str
 
     async def start(self, sink: Sink) -> None:

@@ -194,6 +194,11 @@ class _Pv:
 class CaSource:
     """EPICS Channel Access PVs as Samples (see the module doc)."""
 
+    @classmethod
+    def from_config(cls, name: str, config, clock: Clock | None = None) -> CaSource:
+        """The source `name` of a whole config (its `sources.NAME` settings, if any)."""
+        return cls(name, config.sources.get(name), clock)
+
     def __init__(self, name: str = "ca", config: SourceConfig | None = None,
                  clock: Clock | None = None, *, all_updates: bool = False,
                  max_array_bytes: int | None = None):

@@ -6,6 +6,7 @@ HEAD already — the common case of every start but the first after an upgrade.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from sqlalchemy import text
@@ -33,9 +34,25 @@ def current(engine: Engine) -> str | None:
         return None
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", wait: float = 30.0) -> None:
+    """Bring the schema to `revision`. Two processes may start on a new database at
+    once (`beamwatch run` and a `beamwatch status`): the one that loses the race to
+    create the tables waits for the other's migration to finish instead of failing."""
     if revision == "head" and current(engine) == HEAD:
         return
     from alembic import command
 
-    command.upgrade(alembic_config(engine), revision)
+    try:
+        command.upgrade(alembic_config(engine), revision)
+    except DBAPIError:
+        if revision != "head" or not _wait_for_head(engine, wait):
+            raise
+
+
+def _wait_for_head(engine: Engine, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if current(engine) == HEAD:
+            return True
+        time.sleep(0.2)
+    return False

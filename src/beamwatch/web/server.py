@@ -1,0 +1,112 @@
+"""Serving the app: the socket is bound before anything else starts (a port in use
+is a clear error at once, not a traceback from uvicorn), then uvicorn serves it as
+one task of `App.run`, in the engine's own event loop. `App.run` owns SIGTERM and
+SIGINT: uvicorn's own signal handling is turned off, and the server stops when the
+app's stop event is set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from ..config.schema import WebConfig
+from ..sources.heartbeat import HEARTBEAT_SOURCE, Beat, judge
+from .app import create_app
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ..app import App
+
+log = logging.getLogger("beamwatch.web")
+
+GRACE = 2.0  # seconds open requests get at stop
+
+
+class WebError(Exception):
+    """The HTTP server cannot start, with the reason people can act on."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT after a restart
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if e.errno == errno.EADDRINUSE:
+            raise WebError(f"cannot listen on {where}: the port is already in use (another "
+                           "beamwatch?); set web.listen to a free HOST:PORT, or off") from None
+        raise WebError(f"cannot listen on {where}: {e.strerror or e}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: App.run stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def install_signal_handlers(self) -> None:  # uvicorn before 0.29
+        pass
+
+
+class WebServer:
+    """One bound socket and the app served on it."""
+
+    def __init__(self, app: FastAPI, sock: socket.socket):
+        self.sock = sock
+        config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
+                                timeout_graceful_shutdown=GRACE, server_header=False)
+        self.server = _Server(config)
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then finish open requests (at most GRACE)."""
+        task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        self.server.should_exit = True
+        stopping.cancel()
+        try:
+            await task
+        except (Exception, SystemExit) as e:  # uvicorn exits the process on some failures
+            log.error("the HTTP server stopped: %s", e)
+        finally:
+            self.sock.close()
+
+
+def for_app(application: App, web: WebConfig | None = None) -> WebServer | None:
+    """The HTTP server of a running App, bound now (raises WebError), or None when
+    `web.listen` is off."""
+    address = (web or application.config.web).address
+    if address is None:
+        return None
+    sock = bind(*address)
+    app = create_app(receive_beat=lambda check_id, token, message:
+                     _receive(application, check_id, token, message),
+                     verdict=lambda: application.monitor.health.verdict(application.clock.now()))
+    return WebServer(app, sock)
+
+
+def _receive(application: App, check_id: str, token: str | None, message: str | None) -> Beat:
+    source = application.sources.get(HEARTBEAT_SOURCE)
+    if source is not None:
+        return source.receive(check_id, token, message)
+    # no heartbeat check when the app started: answer from the config alone
+    outcome = judge(application.config, check_id, token)
+    # a check added by a reload: its source is built at the next start
+    return Beat.NOT_STARTED if outcome is Beat.ACCEPTED else outcome
