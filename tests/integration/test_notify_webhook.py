@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import logging
 import socket
@@ -141,6 +143,11 @@ async def test_slow_answer_is_cut_at_the_timeout(httpserver: HTTPServer) -> None
     await n.aclose()
     assert time.monotonic() - t0 < 0.6
     assert (d.ok, d.retry, d.error) == (False, True, ErrorKind.TIMEOUT)
+    # the server answers 0.8 s in and logs the request then: wait for it here, or the
+    # entry lands in the log of whichever test uses the server next
+    deadline = time.monotonic() + 5
+    while not httpserver.log and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
