@@ -19,6 +19,7 @@ from werkzeug import Response
 
 from beamwatch.sim.beamline import SimBeamline
 from beamwatch.store import Store
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "beamwatch"
@@ -105,13 +106,6 @@ def pin_rota(text: str) -> str:
     return text.replace(demo, f'start: "{start:%Y-%m-%dT%H:%M:%S+00:00}"')
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from beamwatch.model import Severity
 from beamwatch.store import Store
+from tests.support.waiting import wait_for
 
 BIN = Path(sys.executable).parent / "beamwatch"
 
@@ -41,14 +41,6 @@ checks:
     return cfg
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status(cfg: Path) -> dict[str, dict]:

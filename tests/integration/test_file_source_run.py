@@ -8,21 +8,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+
+from tests.support import waiting
 
 BIN = Path(sys.executable).parent / "beamwatch"
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {LAST}")
+    try:
+        return waiting.wait_for(predicate, timeout, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last seen: {LAST}") from None
 
 
 class Detector:

@@ -30,6 +30,7 @@ from beamwatch.config.schema import SourceConfig  # noqa: E402
 from beamwatch.model import Sample, Severity  # noqa: E402
 from beamwatch.sources.base import SourceUnavailable  # noqa: E402
 from beamwatch.sources.pva import PvaSource, client_conf  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -221,14 +222,6 @@ def status_of(cfg: Path, check_id: str) -> dict | None:
     return next((c for c in json.loads(out.stdout)["checks"] if c["id"] == check_id), None)
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_run_pva_check_above_threshold_is_major(tmp_path: Path, ioc: Ioc, writer) -> None:

@@ -17,6 +17,7 @@ from werkzeug import Response
 
 from beamwatch.store import Store
 from beamwatch.store.outbox import Outbox
+from tests.support.waiting import wait_for
 
 BIN = Path(sys.executable).parent / "beamwatch"
 
@@ -60,14 +61,6 @@ def start(cfg: Path, ioc) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 BEAMLINE = {"temp-1", "temp-2", "temp-3", "shutter"}

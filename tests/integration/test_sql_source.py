@@ -9,7 +9,6 @@ writes are refused; the password is never shown; `beamwatch run` reports MAJOR."
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from beamwatch.model import Sample, Severity
 from beamwatch.sources.polled import ReadError
 from beamwatch.sources.sql import SqlSource, make_engine, run_query
 from beamwatch.store import Store
+from tests.support import waiting
 
 MARIADB = os.environ.get("BEAMWATCH_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
 BIN = Path(sys.executable).parent / "beamwatch"
@@ -267,20 +267,11 @@ checks:
 
 
 def status(cfg: Path) -> dict[str, dict]:
-    out = subprocess.run([str(BIN), "status", "--json", "-c", str(cfg)], capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return {c["id"]: c for c in json.loads(out.stdout)["checks"]}
+    return waiting.status_of(BIN, cfg)
 
 
 def wait_for(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_for(predicate, timeout, what)
 
 
 def test_the_sims_queue_stuck_fault_fills_its_ispyb_queue(tmp_path):

@@ -15,7 +15,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ import pytest
 
 from beamwatch.app import App
 from beamwatch.web.server import for_app
+from tests.support import waiting
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +45,7 @@ def write_config(tmp_path: Path, listen: str = "127.0.0.1:0") -> Path:
 
 
 def wait_for(predicate, what: str, limit: float = 60.0):
-    """Poll the outside world (a process, its status); the limit only ends a broken run."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"never: {what}")
+    return waiting.wait_for(predicate, limit, what)
 
 
 class Running:

@@ -31,7 +31,7 @@ from typing import Any
 from ..clock import Clock, SystemClock
 from ..config.schema import SourceConfig
 from ..model import Sample, Severity
-from .base import Sink, SourceUnavailable
+from .base import Batches, Sink, SourceUnavailable
 
 try:
     import aioca
@@ -191,7 +191,7 @@ class _Pv:
         self.ours = False  # a subscription we opened and have not closed
 
 
-class CaSource:
+class CaSource(Batches):
     """EPICS Channel Access PVs as Samples (see the module doc)."""
 
     @classmethod
@@ -390,22 +390,6 @@ class CaSource:
         self._received = self._now()  # one clock read per batch, not per update
         if self._flush_handle is None and self._loop is not None and self._sink is not None:
             self._flush_handle = self._loop.call_soon(self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self._flush_handle = None
-        self._flush()
-
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        sink = self._sink
-        if sink is None or not batch:
-            return
-        self.batches += 1
-        try:
-            sink(batch)
-        except Exception:
-            log.exception("the sink failed on a batch", extra={"source": self.name,
-                                                                "samples": len(batch)})
 
     # --- the slow path: connections, errors ---------------------------------------------
 

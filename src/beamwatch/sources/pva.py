@@ -25,7 +25,7 @@ from typing import Any
 from ..clock import Clock, SystemClock
 from ..config.schema import SourceConfig
 from ..model import Sample, Severity
-from .base import Sink, SourceUnavailable
+from .base import Batches, Sink, SourceUnavailable
 
 try:
     from p4p.client.asyncio import Context, Disconnected, Finished, RemoteError
@@ -123,7 +123,7 @@ class _Pv:
         self.timer: asyncio.TimerHandle | None = None  # never-connected or resubscribe
 
 
-class PvaSource:
+class PvaSource(Batches):
     """EPICS PVAccess PVs as Samples (see the module doc)."""
 
     @classmethod
@@ -351,18 +351,3 @@ class PvaSource:
         if len(batch) >= MAX_BATCH:
             self._flush()
 
-    def _scheduled_flush(self) -> None:
-        self._flush_handle = None
-        self._flush()
-
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        sink = self._sink
-        if sink is None or not batch:
-            return
-        self.batches += 1
-        try:
-            sink(batch)
-        except Exception:
-            log.exception("the sink failed on a batch", extra={"source": self.name,
-                                                                "samples": len(batch)})
