@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..model import Sample
 
@@ -71,3 +71,47 @@ class Batches:
         except Exception:
             log.exception("the sink failed on a batch", extra={"source": self.name,
                                                                 "samples": len(batch)})
+
+
+class Subscriptions(Batches):
+    """Subscription sources (CA, PVA): one PV object per address (`_pv_class`), opened
+    (`_open`) once the source has started and closed (`_close`) on unsubscribe/stop."""
+
+    _pv_class: Callable[[str], Any]
+    _pvs: dict[str, Any]
+
+    def _open(self, pv: Any) -> None:
+        raise NotImplementedError
+
+    def _close(self, pv: Any) -> None:
+        raise NotImplementedError
+
+    def subscribe(self, addresses: Iterable[str]) -> None:
+        """Watch more PVs. After start(), call it on the loop's thread."""
+        for address in addresses:
+            if address in self._pvs:
+                continue
+            pv = self._pvs[address] = self._pv_class(address)
+            if self._sink is not None:
+                self._open(pv)
+
+    def unsubscribe(self, addresses: Iterable[str]) -> None:
+        """Stop watching PVs; no sample of theirs is delivered after this returns."""
+        removed = set()
+        for address in addresses:
+            pv = self._pvs.pop(address, None)
+            if pv is not None:
+                removed.add(address)
+                self._close(pv)
+        if removed and self._batch:
+            self._batch[:] = [s for s in self._batch if s.address not in removed]
+
+    def _close_all(self) -> None:
+        """For stop(): every PV closed, nothing more for the sink."""
+        self._sink = None
+        for pv in self._pvs.values():
+            self._close(pv)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._batch = []

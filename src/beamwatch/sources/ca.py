@@ -31,7 +31,7 @@ from typing import Any
 from ..clock import Clock, SystemClock
 from ..config.schema import SourceConfig
 from ..model import Sample, Severity
-from .base import Batches, Sink, SourceUnavailable
+from .base import Sink, SourceUnavailable, Subscriptions
 
 try:
     import aioca
@@ -191,8 +191,10 @@ class _Pv:
         self.ours = False  # a subscription we opened and have not closed
 
 
-class CaSource(Batches):
+class CaSource(Subscriptions):
     """EPICS Channel Access PVs as Samples (see the module doc)."""
+
+    _pv_class = _Pv
 
     @classmethod
     def from_config(cls, name: str, config, clock: Clock | None = None) -> CaSource:
@@ -241,39 +243,12 @@ class CaSource(Batches):
             self._open(pv)
         self._watchdog = self._loop.create_task(self._watch(), name=f"ca-watch-{self.name}")
 
-    def subscribe(self, addresses: Iterable[str]) -> None:
-        """Watch more PVs. After start(), call it on the loop's thread."""
-        for address in addresses:
-            if address in self._pvs:
-                continue
-            pv = self._pvs[address] = _Pv(address)
-            if self._sink is not None:
-                self._open(pv)
-
-    def unsubscribe(self, addresses: Iterable[str]) -> None:
-        """Stop watching PVs; no sample of theirs is delivered after this returns."""
-        removed = set()
-        for address in addresses:
-            pv = self._pvs.pop(address, None)
-            if pv is None:
-                continue
-            removed.add(address)
-            self._close(pv)
-        if removed and self._batch:
-            self._batch[:] = [s for s in self._batch if s.address not in removed]
-
     async def stop(self) -> None:
         """Close every subscription; nothing reaches the sink after this returns."""
-        self._sink = None
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        for pv in self._pvs.values():
-            self._close(pv)
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        self._batch = []
+        self._close_all()
 
     # --- status -----------------------------------------------------------------------
 

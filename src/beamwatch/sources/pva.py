@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from ..clock import Clock, SystemClock
 from ..config.schema import SourceConfig
 from ..model import Sample, Severity
-from .base import Batches, Sink, SourceUnavailable
+from .base import Sink, SourceUnavailable, Subscriptions
 
 try:
     from p4p.client.asyncio import Context, Disconnected, Finished, RemoteError
@@ -123,8 +122,10 @@ class _Pv:
         self.timer: asyncio.TimerHandle | None = None  # never-connected or resubscribe
 
 
-class PvaSource(Batches):
+class PvaSource(Subscriptions):
     """EPICS PVAccess PVs as Samples (see the module doc)."""
+
+    _pv_class = _Pv
 
     @classmethod
     def from_config(cls, name: str, config, clock: Clock | None = None) -> PvaSource:
@@ -172,35 +173,9 @@ class PvaSource(Batches):
         for pv in self._pvs.values():
             self._open(pv)
 
-    def subscribe(self, addresses: Iterable[str]) -> None:
-        """Watch more PVs. After start(), call it on the loop's thread."""
-        for address in addresses:
-            if address in self._pvs:
-                continue
-            pv = self._pvs[address] = _Pv(address)
-            if self._sink is not None:
-                self._open(pv)
-
-    def unsubscribe(self, addresses: Iterable[str]) -> None:
-        """Stop watching PVs; no sample of theirs is delivered after this returns."""
-        removed = set()
-        for address in addresses:
-            pv = self._pvs.pop(address, None)
-            if pv is not None:
-                removed.add(address)
-                self._close(pv)
-        if removed and self._batch:
-            self._batch[:] = [s for s in self._batch if s.address not in removed]
-
     async def stop(self) -> None:
         """Close every monitor and the client; nothing reaches the sink after this."""
-        self._sink = None
-        for pv in self._pvs.values():
-            self._close(pv)
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        self._batch = []
+        self._close_all()
         closing, self._closing = self._closing, []
         for sub in closing:
             try:
