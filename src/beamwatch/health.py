@@ -125,6 +125,7 @@ class Health:
         self.engine = engine
         self.clock = clock
         self.loop_lag = 0.0
+        self._ca_of: tuple[object, set[str]] = (None, set())
         self.figures: OutboxFigures | None = None
         self._refreshing: asyncio.Task | None = None
         self._query_started: float | None = None
@@ -184,8 +185,10 @@ class Health:
         """The Channel Access sources: what `beamwatch.ca` and `.samples` are about (PVA,
         HTTP, SQL, files and heartbeats have checks of their own)."""
         config = self.engine.config
-        names = {c.input_source for c in config.checks if c.input_key == "pv"}
-        return names | ({"ca"} if config.modes.from_pv else set())
+        if self._ca_of[0] is not config:  # once per config, not every second: 10k checks
+            names = {c.input_source for c in config.checks if c.input_key == "pv"}
+            self._ca_of = (config, names | ({"ca"} if config.modes.from_pv else set()))
+        return self._ca_of[1]
 
     def _ca(self) -> Reading:
         total = down = 0

@@ -107,7 +107,9 @@ class Check:
             )
         if self.use_epics_severity:
             verdicts.append(_record_alarm(sample))
-        severity, text = max(verdicts, key=lambda v: v[0], default=(Severity.OK, ""))
+        # one verdict (most checks: thresholds only) needs no max()
+        severity, text = verdicts[0] if len(verdicts) == 1 else max(
+            verdicts, key=_by_severity, default=(Severity.OK, ""))
         if severity == Severity.OK:
             text = f"OK ({_text(value)})"
         note = getattr(sample, "note", None)  # internal and heartbeat samples say why
@@ -183,3 +185,7 @@ def _disconnected_text(sample: Sample) -> str:
     reason = sample.error or "disconnected"
     where = f" (IOC {sample.server})" if sample.server else ""
     return f"{reason}{where}"
+
+
+def _by_severity(verdict: tuple[Severity, str]) -> Severity:
+    return verdict[0]

@@ -51,8 +51,10 @@ def _defined(ev: Evaluation) -> tuple[Severity, str]:
     """The evaluation's severity and message as the table needs them: a severity that is
     not one of the four is INVALID (a bug in a check must still be seen), and a message
     always says why."""
-    message = "" if ev.message is None else _shown(ev.message, str)
-    severity = ev.severity
+    severity, message = ev.severity, ev.message
+    if type(severity) is Severity and type(message) is str and message.strip():
+        return severity, message  # the usual case, once per sample: keep it cheap
+    message = "" if message is None else _shown(message, str)
     if isinstance(severity, int) and not isinstance(severity, bool) and 0 <= severity <= 3:
         severity = Severity(severity)
     if not isinstance(severity, Severity):
@@ -86,8 +88,9 @@ class AlarmLogic:
         s = self.state
         severity, message = _defined(ev)
         if severity == s.current:
-            self.state = replace(s, pending=None, pending_since=None, message=message,
-                                 value=ev.value)
+            # once per sample on a quiet beamline: positional, not replace() (3x slower)
+            self.state = AlarmState(s.check_id, s.severity, s.current, s.acked, s.acked_by,
+                                    s.acked_at, s.since, message, ev.value)
             return []
         pending_since = s.pending_since if s.pending is not None else now
         self.state = replace(s, pending=severity, pending_since=pending_since,
