@@ -7,19 +7,18 @@ pvxs searches a lost PV again on its own schedule (backing off to 30 s at most).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.support.ioc import Ioc, require_epicscorelibs, require_pvxs
+from tests.support.sources import SOURCE_DB, Recorder
 
 require_epicscorelibs()
 require_pvxs()
@@ -27,51 +26,14 @@ require_pvxs()
 from p4p.client.thread import Context as ThreadContext  # noqa: E402
 
 from beamwatch.config.schema import SourceConfig  # noqa: E402
-from beamwatch.model import Sample, Severity  # noqa: E402
+from beamwatch.model import Severity  # noqa: E402
 from beamwatch.sources.base import SourceUnavailable  # noqa: E402
 from beamwatch.sources.pva import PvaSource, client_conf  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-DB = """
-record(ai, "$(P)temp") {
-    field(VAL, "20") field(PINI, "YES") field(PREC, "2") field(EGU, "C")
-    field(HIGH, "50") field(HSV, "MINOR") field(HIHI, "100") field(HHSV, "MAJOR")
-}
-record(mbbi, "$(P)shutter") {
-    field(ZRST, "Closed") field(ONST, "Open") field(VAL, "1") field(PINI, "YES")
-}
-record(waveform, "$(P)wave") { field(FTVL, "DOUBLE") field(NELM, "8") }
-record(stringin, "$(P)name") { field(VAL, "hello beamline") field(PINI, "YES") }
-"""
-
-
-class Recorder:
-    """A sink that keeps every batch, with a polling wait."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[Sample]] = []
-
-    def __call__(self, batch: list[Sample]) -> None:
-        assert isinstance(batch, list) and batch
-        self.batches.append(batch)
-
-    @property
-    def samples(self) -> list[Sample]:
-        return [s for b in self.batches for s in b]
-
-    async def wait_for(self, pred: Callable[[Sample], bool], timeout: float = 10.0,
-                       after: int = 0) -> Sample:
-        deadline = time.monotonic() + timeout
-        while True:
-            for s in self.samples[after:]:
-                if pred(s):
-                    return s
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no matching sample within {timeout}s; got "
-                                     f"{self.samples[after:][-10:]}")
-            await asyncio.sleep(0.01)
+DB = SOURCE_DB
 
 
 @pytest.fixture(scope="module")
