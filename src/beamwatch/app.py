@@ -23,13 +23,16 @@ from .notify.registry import NotifyConfigError, build_registry
 from .notify.worker import OutboxWorker
 from .paging.decide import Decider
 from .paging.reminders import reminder_rows
+from .routing import overlays as overlays_
 from .routing.calendars import CalendarFeeds
 from .routing.oncall import OnCallResolver
 from .routing.router import Router
 from .sources.base import Source
 from .store import Store
+from .store.audit import AuditLog
 from .store.errors import describe, is_transient
 from .store.noise import NoiseStore
+from .store.overlays import Overlay, OverlayStore
 
 log = logging.getLogger("beamwatch")
 
@@ -91,6 +94,7 @@ class App:
         self.engine = Engine(self.config, self.sources, self.store, self.clock,
                              keep=self.noise_store.keep, on_committed=self.worker.wake)
         self.calendars = CalendarFeeds(self.config, self.config_path.parent, self.clock)
+        self.overlays: list[Overlay] = []  # runtime changes over the file (routing/overlays.py)
         self.decider = self._decider(self.config)
         self.engine.use(self.decider)
         self.monitor = SelfMonitor(self.config, self.engine, self.clock)  # beamwatch.* checks
@@ -147,6 +151,7 @@ class App:
         paged = await self.engine.write(self.worker.outbox.paged, ids)
         self.engine.queue(self.decider.restore(incidents, paged, now, last))
         await self.engine.write(self.decider.notes.resume, self.store)  # no re-announcing
+        await self.sync_overlays()
         await self.sync_noise()
         await self.apply_commands()  # queued while no engine ran: on the state people saw
         await self._restore_beats()
@@ -181,6 +186,23 @@ class App:
         override = await asyncio.to_thread(self.noise_store.active_override, now)
         self.engine.queue(self.decider.sync_mode(override, now))
 
+    async def sync_overlays(self) -> None:
+        """Subscriptions, quiet hours and on-call takeovers changed at run time (from Slack,
+        the CLI or the web): route with them from the next decision on."""
+        active = await asyncio.to_thread(OverlayStore(self.store).active)
+        if [o.id for o in active] == [o.id for o in self.overlays]:
+            return
+        self.overlays = active
+        self.decider = self._decider(self.config, previous=self.decider)
+        self.engine.use(self.decider)
+        log.info("runtime overlays applied", extra={"overlays": len(active)})
+
+    def _in_force(self, config: Config) -> Config:
+        in_force, skipped = overlays_.apply(config, self.overlays, self.clock.now())
+        for why in skipped:
+            log.warning("runtime overlay skipped: %s", why)
+        return in_force
+
     def _destinations(self, person: str) -> list[str]:
         return [n.name for n in self.registry.person(person)]
 
@@ -188,6 +210,7 @@ class App:
         """One tick and everything it leads to, delivered: what `run` does each second,
         callable by hand with a fake clock (the acceptance tests drive time this way)."""
         self.monitor.poll()
+        await self.sync_overlays()
         await self.sync_noise()
         self._tick_engine()
         await self.apply_commands()
@@ -204,7 +227,9 @@ class App:
 
     def _decider(self, config: Config, previous: Decider | None = None) -> Decider:
         """Routing, on-call (with calendars) and the noise stages for one config. On a
-        reload the running noise state (incidents, mode, silences) carries over."""
+        reload the running noise state (incidents, mode, silences) carries over. The
+        runtime overlays are applied over `config` (the file's)."""
+        config = self._in_force(config)
         feeds = self.calendars.configure(config, self.config_path.parent)  # read in the background
         router = Router(config, OnCallResolver(config, feeds=feeds))
         noise = Noise.from_config(config, self.clock.now(), getattr(previous, "noise", None),
@@ -278,6 +303,7 @@ class App:
         the store's silences, mode override and commands are fetched beside it and used
         from memory while the store is slow or away."""
         self._tick_engine()
+        self._beside(self.sync_overlays)
         self._beside(self.sync_noise)
         self._beside(self.apply_commands)
 
@@ -324,5 +350,6 @@ class App:
         before = self.clock.now() - self.config.storage.retention
         done = await self.engine.write(self.store.purge, before)
         done.update(await self.engine.write(self.noise_store.purge, before))
+        done["audit"] = await self.engine.write(AuditLog(self.store).purge, before)
         if any(done.values()):
             log.info("retention purge", extra=done)

@@ -30,6 +30,7 @@ from ..engine.silences import Matcher, Silence, SilenceError
 from ..store import Store
 from ..store.noise import NoiseStore
 from ..timefmt import parse_until  # the one grammar of typed times (docs/operations.md)
+from . import audit
 from .service import engine_alive
 
 BUILTIN_LABELS = ("check", "group", "severity", "mode")
@@ -228,7 +229,7 @@ def view(config: Config, s: Silence, now: float) -> SilenceView:
 def silence(config: Config, store: Store | NoiseStore, matchers: Sequence[str], *,
             duration: float | str | None = None, until: float | str | None = None,
             author: str | None, reason: str | None, now: float | None = None,
-            remind_before: float | None = None) -> Silence:
+            remind_before: float | None = None, via: str = "cli") -> Silence:
     """Silence what `matchers` match (see `parse_matchers`) from now until the end
     given by `duration` or `until`. Author and reason are required; the matchers
     must cover at least one configured check and must not match everything."""
@@ -245,10 +246,13 @@ def silence(config: Config, store: Store | NoiseStore, matchers: Sequence[str], 
                            f"{_listing(config.check_ids)}")
     end = end_time(config.timezone, now, duration, until, "silence")
     try:
-        return _noise(store).add_silence(ms, start=now, end=end, author=who, reason=why,
+        made = _noise(store).add_silence(ms, start=now, end=end, author=who, reason=why,
                                          now=now, remind_before=remind_before)
     except SilenceError as e:
         raise ServiceError(str(e)) from None
+    audit.record(_store(store), who, via, "silence", ", ".join(map(str, ms)),
+                 f"#{made.id} until {_show(end, config.timezone)}: {why}", now=now)
+    return made
 
 
 def silences(config: Config, store: Store | NoiseStore, now: float | None = None,
@@ -261,7 +265,7 @@ def silences(config: Config, store: Store | NoiseStore, now: float | None = None
 
 
 def unsilence(store: Store | NoiseStore, silence_id: str | int, by: str | None,
-              now: float | None = None, *, tz: str = "UTC") -> Silence:
+              now: float | None = None, *, tz: str = "UTC", via: str = "cli") -> Silence:
     """End a silence now. Returns it as ended (end = now, expired_by = `by`)."""
     now = time.time() if now is None else now
     who = _required(by, "say who ends the silence")
@@ -276,7 +280,10 @@ def unsilence(store: Store | NoiseStore, silence_id: str | int, by: str | None,
     if s.end <= now:
         how = f"ended early by {s.expired_by}" if s.expired_by else "ran out"
         raise ServiceError(f"silence {text} already {how} at {_show(s.end, tz)} {tz}")
-    return noise.expire_silence(text, who, now)
+    ended = noise.expire_silence(text, who, now)
+    audit.record(_store(store), who, via, "unsilence", f"#{text}",
+                 ", ".join(map(str, s.matchers)), now=now)
+    return ended
 
 
 # --- the beamline mode ---------------------------------------------------------------------------
@@ -336,7 +343,8 @@ def mode_status(config: Config, store: Store | NoiseStore,
 
 def set_mode(config: Config, store: Store | NoiseStore, name: str, *,
              for_: float | str | None = None, until: float | str | None = None,
-             author: str | None, reason: str | None, now: float | None = None) -> Override:
+             author: str | None, reason: str | None, now: float | None = None,
+             via: str = "cli") -> Override:
     """Force the beamline mode `name` (a configured mode) until an end time —
     required, so that a forgotten override cannot hold the beamline in
     'shutdown' for good. Replaces any override in force."""
@@ -349,16 +357,22 @@ def set_mode(config: Config, store: Store | NoiseStore, name: str, *,
     why = _required(reason, "a mode override needs a reason: say why, e.g. "
                             "'vacuum intervention'")
     end = end_time(config.timezone, now, for_, until, "mode override")
-    return _noise(store).set_override(name, author=who, reason=why, until=end, now=now)
+    made = _noise(store).set_override(name, author=who, reason=why, until=end, now=now)
+    audit.record(_store(store), who, via, "mode set", name,
+                 f"until {_show(end, config.timezone)}: {why}", now=now)
+    return made
 
 
 def clear_mode(store: Store | NoiseStore, author: str | None,
-               now: float | None = None) -> Override | None:
+               now: float | None = None, via: str = "cli") -> Override | None:
     """End the override in force; returns it, or None if there was none (not an
     error: clearing twice leaves the same state)."""
     now = time.time() if now is None else now
     who = _required(author, "say who clears the mode override")
-    return _noise(store).clear_override(who, now)
+    cleared = _noise(store).clear_override(who, now)
+    if cleared is not None:
+        audit.record(_store(store), who, via, "mode clear", cleared.mode, "", now=now)
+    return cleared
 
 
 def mode_changes(store: Store | NoiseStore, since: float | None = None,

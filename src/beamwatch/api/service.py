@@ -15,6 +15,7 @@ from typing import Any
 from ..config.schema import Config
 from ..model import AlarmState, Severity, json_value, value_text
 from ..store import Store
+from . import audit
 
 ENGINE_ALIVE_WITHIN = 15.0  # seconds since the last heartbeat
 
@@ -79,13 +80,29 @@ def status(config: Config, store: Store) -> list[CheckStatus]:
 
 
 def history(store: Store, since: float, check_id: str | None = None,
-            limit: int | None = None) -> list[dict]:
+            limit: int | None = None, changes: bool = True) -> list[dict]:
+    """The beamline log since `since`, oldest first: transitions ("kind": "transition")
+    and, with `changes`, what people changed from a front end ("kind": "audit": acks,
+    silences, mode overrides, subscriptions, on-call, refusals); `limit`: the newest."""
+    out = _transitions(store, since, check_id, limit)
+    if changes:
+        out += [{"kind": "audit", **e.to_json()}
+                for e in audit.entries(store, since, target=check_id, limit=limit)]
+        out.sort(key=lambda r: (r["time"], r["kind"] == "audit"))
+        if limit is not None:
+            out = out[-limit:]
+    return out
+
+
+def _transitions(store: Store, since: float, check_id: str | None,
+                 limit: int | None) -> list[dict]:
     rows = store.transitions(since=since, check_id=check_id, limit=limit)
     out = []
     for row in rows:
         tr = row.transition
         out.append({
-            "id": row.id, "time": tr.time, "check": tr.check_id, "old": tr.old.name,
+            "kind": "transition", "id": row.id, "time": tr.time, "check": tr.check_id,
+            "old": tr.old.name,
             "new": tr.new.name, "current": tr.current.name, "acked": tr.acked,
             "value": json_value(tr.value), "message": tr.message, "reason": tr.reason,
             "actor": tr.actor, "muted": tr.muted.value if tr.muted else None,
@@ -111,13 +128,22 @@ class CommandResult:
 ENGINE_NOT_RUNNING = ("no engine is running; the ack is queued and will be applied when "
                       "`beamwatch run` starts")
 def acknowledge(config: Config, store: Store, check_id: str, who: str,
-                wait: float = 10.0, now: float | None = None) -> CommandResult:
+                wait: float = 10.0, now: float | None = None, via: str = "cli"
+                ) -> CommandResult:
     """Acknowledge a check's alarm. The command is only ever queued: the engine applies
     it, so its memory, the stored state and the announcement agree. Nothing here writes
     alarm state, because an engine that is merely slow would overwrite it unannounced."""
     if check_id not in config.check_ids:
         return CommandResult(False, f"unknown check '{check_id}'")
     now = time.time() if now is None else now
+    result = _acknowledge(store, check_id, who, wait, now)
+    outcome = "queued" if result.queued else ("done" if result.ok else "failed")
+    audit.record(store, who, via, "ack", check_id, result.message, outcome=outcome, now=now)
+    return result
+
+
+def _acknowledge(store: Store, check_id: str, who: str, wait: float,
+                 now: float) -> CommandResult:
     if not engine_alive(store, now):
         return _queue_for_later(store, check_id, who, now)
     cmd_id = store.queue_command("ack", {"check_id": check_id}, who, now)
@@ -165,3 +191,50 @@ def load_report(config: Config, store: Store, since: float, until: float | None 
              and r["kind"] in ("alarm", "repeat", "escalation")
              and since <= (r["sent_at"] or r["created_at"]) < until]
     return compute(transitions, pages, start=since, end=until)
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """An open incident as front ends show it: its root cause, what it caused, who was
+    told, and whether the root's alarm is acknowledged (and by whom)."""
+
+    id: str
+    title: str
+    root: str
+    severity: str
+    opened: float
+    consequences: tuple[str, ...]
+    failing: tuple[str, ...]
+    told: tuple[str, ...]  # receivers sent an alarm, repeat or escalation
+    acked_by: str | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def incidents(store: Store) -> list[IncidentView]:
+    """Open incidents, worst first, then oldest."""
+    from ..store.noise import NoiseStore
+    from ..store.outbox import Outbox
+
+    states = store.load_states()
+    outbox = Outbox(store)
+    out = []
+    for i in NoiseStore(store).open_incidents():
+        root = states.get(i.root)
+        told = tuple(dict.fromkeys(r for r, _, _ in outbox.told(i.id)))
+        out.append(IncidentView(i.id, i.title, i.root, i.severity.name, i.opened,
+                                i.consequences, i.failing, told,
+                                root.acked_by if root is not None and root.acked else None))
+    out.sort(key=lambda v: (-int(Severity[v.severity]), v.opened))
+    return out
+
+
+def ack_target(config: Config, store: Store, text: str) -> str:
+    """The check an `ack` is for: a check id as is, an incident id -> its root check."""
+    if text in config.check_ids:
+        return text
+    for view in incidents(store):
+        if view.id == text and view.root in config.check_ids:
+            return view.root
+    return text  # unknown: acknowledge() says so

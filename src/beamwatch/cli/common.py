@@ -70,6 +70,30 @@ def open_store(config: Config):
         fail(f"cannot open the store {safe_url(config.storage.url)}: {first_line(e)}", 1)
 
 
+def in_force(config: Config) -> Config:
+    """The config with the runtime overlays of its store (subscriptions, quiet hours and
+    on-call changed from Slack or the web); the file's alone when there is no store yet or
+    it cannot be read (said on stderr)."""
+    from sqlalchemy.engine import make_url
+
+    from ..api import people
+
+    url = make_url(config.storage.url)
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).exists()):
+        return config
+    try:
+        from ..store import Store
+
+        store = Store(config.storage.url)
+        try:
+            return people.in_force(config, store)
+        finally:
+            store.close()
+    except Exception as e:
+        note(f"warning: runtime overlays not applied (cannot read the store: {first_line(e)})")
+        return config
+
+
 def safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 

@@ -19,11 +19,11 @@ from ..routing.escalation import plan
 from ..routing.oncall import OnCallResolver
 from ..routing.router import Router, UnknownCheck
 from ..timefmt import format_duration
-from .common import AtOpt, ConfigOpt, JsonOpt, at, config_or_exit, fail, note, out
+from .common import AtOpt, ConfigOpt, JsonOpt, at, config_or_exit, fail, in_force, note, out
 
 
 def _load(path: Path) -> tuple[Config, OnCallResolver]:
-    cfg = config_or_exit(path)
+    cfg = in_force(config_or_exit(path))  # with subscriptions/on-call changed at run time
     # the copy on disk that a running engine keeps is the fallback when a feed fails now
     resolver = OnCallResolver(cfg, feeds=CalendarFeeds(cfg, path.parent).read_now())
     for team, feed in resolver.feeds.feeds.items():

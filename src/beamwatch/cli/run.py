@@ -30,6 +30,7 @@ def check_command(config: ConfigOpt) -> None:
 
 def run_command(config: ConfigOpt) -> None:
     """Watch the beamline (runs until SIGTERM or Ctrl-C; SIGHUP reloads the config)."""
+    from .. import slack
     from ..app import App
     from ..web.server import WebError, for_app
 
@@ -40,17 +41,21 @@ def run_command(config: ConfigOpt) -> None:
         config_error_exit(e)
     except Exception as e:
         fail(f"cannot start: {first_line(e)}", 1)
+    bot = slack.for_app(application)
     try:
-        web = for_app(application)  # bound now: a port in use stops us before anything runs
+        web = for_app(application, slack=bot)  # bound now: a port in use stops us at once
     except WebError as e:
         application.store.close()
         fail(str(e), 1)
     served = f"; HTTP API on {web.url}" if web is not None else ""
+    if bot is not None:
+        served += f"; Slack bot ({bot.settings.mode} mode)"
+    services = ([web.serve] if web is not None else []) + ([bot.serve] if bot else [])
     err.print(f"beamwatch: watching {len(application.config.checks)} checks of "
               f"{application.config.beamline}; log in {safe_url(application.config.storage.url)}"
               f"{served}; Ctrl-C stops", markup=False, soft_wrap=True)
     try:
-        asyncio.run(application.run(services=[web.serve] if web is not None else []))
+        asyncio.run(application.run(services=services))
     except KeyboardInterrupt:
         pass
 

@@ -8,6 +8,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .. import timefmt
@@ -69,7 +70,8 @@ def history_command(
     limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The beamline log: every transition, oldest first."""
+    """The beamline log: every transition and every change people made (acks, silences,
+    mode overrides, subscriptions, on-call; from the CLI, Slack or the web), oldest first."""
     from ..api import service
 
     cfg = config_or_exit(config)
@@ -85,6 +87,13 @@ def history_command(
     for col in ("time", "check", "change", "value", "why"):
         table.add_column(col)
     for r in rows:
+        if r["kind"] == "audit":
+            what = f"{r['action']} {r['target']}".strip()
+            outcome = "" if r["outcome"] == "done" else f" [{r['outcome']}]"
+            table.add_row(timefmt.show(r["time"], cfg.timezone), "",
+                          f"[cyan]{escape(what)}[/]{outcome}",
+                          f"by {escape(r['actor'])} ({r['via']})", escape(r["detail"]))
+            continue
         change = f"{r['old']} → [{SEVERITY_STYLE[r['new']]}]{r['new']}[/]"
         if r["reason"] == "ack":
             change += f" acked by {r['actor']}"

@@ -222,3 +222,33 @@ quarantine = Table(
     Column("payload", Text, nullable=False),  # JSON
     Index("ix_quarantine_time", "time"),
 )
+
+# --- front ends (migration 0005): the audit log, runtime overlays over the config file -------
+
+audit = Table(
+    "audit", metadata,  # every change asked for by a person, from any front end, done or refused
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("actor", String(200), nullable=False),  # a configured person id, or who they are
+    Column("via", String(20), nullable=False),  # cli, slack, web
+    Column("action", String(40), nullable=False),  # ack, silence, mode set, subscribe, ...
+    Column("target", String(300), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Column("outcome", String(20), nullable=False),  # done, queued, refused, failed
+    Index("ix_audit_time", "time"),
+)
+
+overlays = Table(
+    "overlays", metadata,  # changes made at run time over the YAML file: the newest wins
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("kind", String(20), nullable=False),  # subscriptions, quiet_hours, oncall
+    Column("target", String(200), nullable=False),  # a person id; for oncall a team id
+    Column("value", JSON),
+    Column("actor", String(200), nullable=False),
+    Column("via", String(20), nullable=False),
+    Column("ended_at", Float),  # replaced by a newer one, or reset to the file's
+    Column("ended_by", String(200)),
+    Index("ix_overlays_active", "ended_at"),
+    sqlite_autoincrement=True,
+)
