@@ -16,7 +16,7 @@ def cross_check(config: Config, invalid_ids: set[str] = frozenset()) -> list[Pro
     """`invalid_ids`: ids of checks that failed their own validation; they are
     still known, so that a typo in one check does not cascade into others."""
     problems: list[Problem] = []
-    for part in (_cycles, _modes, _people, _routes, _fallback, _maintenance):
+    for part in (_cycles, _modes, _people, _slack, _routes, _fallback, _maintenance):
         problems.extend(part(config))
     problems.extend(_check_refs(config, set(invalid_ids)))
     if not problems:
@@ -140,6 +140,23 @@ def _people(config: Config) -> Iterator[Problem]:
         for k, o in enumerate(t.overrides):
             if o.person not in config.people:
                 yield ("teams", team, "overrides", k, "person"), f"unknown person '{o.person}'"
+
+
+def _slack(config: Config) -> Iterator[Problem]:
+    slack = config.slack
+    if slack is None:
+        return
+    if slack.mode == "http" and config.web.address is None:
+        yield ("slack", "mode"), ("mode http needs the HTTP server: Slack posts to "
+                                  "/slack/events on web.listen, which is off")
+    linked: dict[str, str] = {}
+    for name, p in config.people.items():
+        if p.slack and p.slack.startswith(("U", "W")):
+            if p.slack in linked:
+                yield ("people", name, "slack"), (
+                    f"Slack member {p.slack} is also people.{linked[p.slack]}.slack: one "
+                    "Slack user is one person")
+            linked.setdefault(p.slack, name)
 
 
 def _maintenance(config: Config) -> Iterator[Problem]:

@@ -774,6 +774,40 @@ class NoiseConfig(Strict):
     ioc_group_window: Duration = 5.0  # this window are one "IOC unreachable" incident
 
 
+# --- the Slack bot ---------------------------------------------------------------------
+
+SlackMember = Annotated[str, Field(pattern=r"^([UW][A-Z0-9]{2,}|@[A-Za-z0-9._-]+|\*)$")]
+
+
+class SlackRoles(Strict):
+    """Who may do what from Slack: member ids (U0123ABC), @usergroup handles, or * (anyone
+    in the workspace). The highest role a user has wins: viewer < operator < admin.
+    operator unset: the people of the config who have `slack:` set."""
+
+    admin: list[SlackMember] = []
+    operator: list[SlackMember] | None = None
+    viewer: list[SlackMember] = ["*"]
+
+
+class SlackConfig(Strict):
+    mode: Literal["socket", "http"] = "socket"
+    bot_token: SecretValue  # xoxb-…
+    app_token: SecretValue | None = None  # xapp-…, Socket Mode
+    signing_secret: SecretValue | None = None  # HTTP mode: requests to /slack/events
+    api_url: str | None = None  # the Web API; default https://slack.com/api/
+    command: str = Field("/beamwatch", pattern=r"^/[a-z0-9_-]{1,31}$")
+    roles: SlackRoles = SlackRoles()
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> SlackConfig:
+        if self.mode == "socket" and not self.app_token:
+            raise ValueError("mode socket needs app_token: (or app_token_file:), the xapp- "
+                             "app-level token with connections:write")
+        if self.mode == "http" and not self.signing_secret:
+            raise ValueError("mode http needs signing_secret: (or signing_secret_file:)")
+        return self
+
+
 # --- the file ------------------------------------------------------------------------
 
 
@@ -796,6 +830,7 @@ class Config(Strict):
     noise: NoiseConfig = NoiseConfig()
     monitor: MonitorConfig = MonitorConfig()  # beamwatch's own health: checks, heartbeat
     templates: str | None = None  # a folder of Jinja2 templates overriding the defaults
+    slack: SlackConfig | None = None  # the Slack bot (beamwatch.slack), run by `beamwatch run`
 
     @field_validator("timezone")
     @classmethod

@@ -318,6 +318,10 @@ def _build(
             notifiers[n.name] = n
             names.append(n.name)
         people[person] = names
+    if config.slack is not None:  # the bot answers the buttons: every Slack message has them
+        for n in notifiers.values():
+            if isinstance(n, SlackNotifier):
+                n.buttons = True
     return notifiers, people, problems, renderer
 
 

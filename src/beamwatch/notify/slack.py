@@ -18,6 +18,7 @@ the outbox's job.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from slack_sdk import WebClient
@@ -56,6 +57,10 @@ GONE_ERRORS = frozenset({
     "is_archived", "channel_not_found",
 })
 THREADED_KINDS = frozenset({"alarm", "ack", "resolve", "repeat", "escalation"})
+# the buttons the bot (beamwatch.slack) answers: action_id -> label; value {"check", "incident"}
+ACTIONS = {"bw_ack": "Acknowledge", "bw_silence_1h": "Silence 1h", "bw_silence_4h": "Silence 4h",
+           "bw_history": "History"}
+ACTIVE_KINDS = frozenset({"alarm", "repeat", "escalation"})  # still to be acted on
 BROADCAST_KINDS = frozenset({"repeat", "escalation"})
 
 
@@ -82,6 +87,7 @@ class SlackNotifier(BaseNotifier):
         super().__init__(name, f"Slack {channel}", timeout)
         self.channel = channel
         self.renderer = renderer
+        self.buttons = False  # set when the Slack bot runs to answer them (registry.py)
         self.api_url = api_url or DEFAULT_API_URL
         self.client = WebClient(
             token=token.get() if isinstance(token, Secret) else token,
@@ -117,8 +123,7 @@ class SlackNotifier(BaseNotifier):
         notes = []
         try:
             await self._call(
-                "chat_update", channel=channel, ts=ts, text=text,
-                blocks=self.renderer.blocks(message),
+                "chat_update", channel=channel, ts=ts, text=text, blocks=self._blocks(message),
             )
             notes.append(f"updated {ts}")
         except DeliveryError as e:
@@ -148,13 +153,35 @@ class SlackNotifier(BaseNotifier):
     async def _post_new(self, message: Message, text: str) -> Delivery:
         data = await self._call(
             "chat_postMessage", channel=self.channel, text=text,
-            blocks=self.renderer.blocks(message), unfurl_links=False, unfurl_media=False,
+            blocks=self._blocks(message), unfurl_links=False, unfurl_media=False,
         )
         channel, ts = data.get("channel") or self.channel, data.get("ts")
         return Delivery.sent(
             ref=f"{channel}:{ts}" if ts else None,
             detail=f"{self.destination}: posted ts={ts} in {channel}",
         )
+
+
+    def _blocks(self, message: Message) -> list[dict[str, Any]]:
+        blocks = self.renderer.blocks(message)
+        if self.buttons and message.check_ids and message.kind in THREADED_KINDS:
+            blocks.append(actions_block(message))
+        return blocks
+
+
+def actions_block(message: Message) -> dict[str, Any]:
+    """Acknowledge and Silence while the alarm is to be acted on; History always. The
+    original message is updated with each state, so an acked alarm loses its buttons."""
+    value = json.dumps({"check": message.check_ids[0], "incident": message.incident_id})
+    names = list(ACTIONS) if message.kind in ACTIVE_KINDS else ["bw_history"]
+    buttons = []
+    for action_id in names:
+        button = {"type": "button", "action_id": action_id, "value": value,
+                  "text": {"type": "plain_text", "text": ACTIONS[action_id]}}
+        if action_id == "bw_ack":
+            button["style"] = "primary"
+        buttons.append(button)
+    return {"type": "actions", "block_id": "beamwatch", "elements": buttons}
 
 
 def slack_failure(e: SlackApiError, where: str) -> DeliveryError:

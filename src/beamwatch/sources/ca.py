@@ -431,3 +431,22 @@ class CaSource(Subscriptions):
         batch.append(sample)
         if len(batch) >= MAX_BATCH:
             self._flush()
+
+
+async def get_once(pv: str, timeout: float = 2.0) -> tuple[Sample, str]:
+    """Read a PV now, like caget: (the value with its time and severity, its units).
+    Raises LookupError with the reason when no IOC answers within `timeout`."""
+    try:
+        value, ctrl = await asyncio.gather(
+            aioca.caget(pv, format=aioca.FORMAT_TIME, timeout=timeout),
+            aioca.caget(pv, format=aioca.FORMAT_CTRL, timeout=timeout))
+    except aioca.CANothing as e:
+        raise LookupError(f"{pv}: no IOC answered within {timeout:g}s ({e})") from None
+    if isinstance(value, int) and getattr(ctrl, "enums", None):
+        enums = ctrl.enums
+        value_shown: Any = enums[value] if 0 <= value < len(enums) else int(value)
+    else:
+        value_shown = _array(value) if hasattr(value, "dtype") else value
+    sample = Sample(pv, value_shown, float(getattr(value, "timestamp", 0.0) or 0.0),
+                    time.time(), True, Severity(min(int(getattr(value, "severity", 0)), 3)))
+    return sample, str(getattr(ctrl, "units", "") or "")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..app import App
+    from ..slack.bot import SlackBot
 
 log = logging.getLogger("beamwatch.web")
 
@@ -89,16 +90,19 @@ class WebServer:
             self.sock.close()
 
 
-def for_app(application: App, web: WebConfig | None = None) -> WebServer | None:
+def for_app(application: App, web: WebConfig | None = None,
+            slack: SlackBot | None = None) -> WebServer | None:
     """The HTTP server of a running App, bound now (raises WebError), or None when
-    `web.listen` is off."""
+    `web.listen` is off. `slack`: the bot, whose HTTP mode is served here."""
     address = (web or application.config.web).address
     if address is None:
         return None
     sock = bind(*address)
     app = create_app(receive_beat=lambda check_id, token, message:
                      _receive(application, check_id, token, message),
-                     verdict=lambda: application.monitor.health.verdict(application.clock.now()))
+                     verdict=lambda: application.monitor.health.verdict(application.clock.now()),
+                     slack_events=(slack.http_handler() if slack is not None
+                                   and slack.settings.mode == "http" else None))
     return WebServer(app, sock)
 
 
