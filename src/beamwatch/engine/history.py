@@ -108,6 +108,14 @@ class MinuteHistory:
         out, self._closed = self._closed, []
         return out
 
+    def unstored(self, check_id: str) -> list[dict]:
+        """The check's minutes not in the store yet, the current one included: what a
+        plot of the last hours adds to the stored rows."""
+        rows = [r for r in self._closed if r["check_id"] == check_id]
+        if (row := self._open.get(check_id)) is not None:
+            rows.append(row.as_row(check_id))
+        return rows
+
     def put_back(self, rows: list[dict]) -> None:
         """Rows `take` gave out that could not be stored: offered again next time, up to
         MAX_UNSTORED rows (a long store outage loses the oldest minutes, not memory)."""

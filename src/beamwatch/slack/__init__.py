@@ -28,4 +28,5 @@ def for_app(application: App) -> SlackBot | None:
     from .reading import read_now
 
     return SlackBot(lambda: application.config, application.store,
-                    lambda name: read_now(application, name), application.clock.now)
+                    lambda name: read_now(application, name), application.clock.now,
+                    recent=application.engine.history.unstored)

@@ -45,7 +45,7 @@ from ..config.schema import Config
 from ..notify.slack import DEFAULT_API_URL
 from ..store import Store
 from . import grammar
-from .commands import Caller, Commands, ReadNow
+from .commands import Caller, Commands, ReadNow, Recent
 from .grammar import Request
 from .replies import Reply, error
 from .roles import Roles, person_of
@@ -78,14 +78,14 @@ class Dedup:
         return True
 
 
-def backoff(attempt: int, first: float = BACKOFF_FIRST, most: float = BACKOFF_MAX) -> float:
+def backoff(attempt: int) -> float:
     """1, 2, 4, … 60 s, each ±20 %, so many instances do not reconnect in step."""
-    return min(most, first * 2 ** attempt) * random.uniform(0.8, 1.2)
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** attempt) * random.uniform(0.8, 1.2)
 
 
 class SlackBot:
     def __init__(self, config: Callable[[], Config], store: Store, read_now: ReadNow,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, recent: Recent = lambda _: []):
         self.config = config
         cfg = config().slack
         assert cfg is not None
@@ -97,14 +97,13 @@ class SlackBot:
             timeout=int(TIMEOUT),
             retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3),
                             AsyncConnectionErrorRetryHandler(max_retry_count=2)])
-        self.commands = Commands(config, store, read_now, clock)
+        self.commands = Commands(config, store, read_now, clock, recent)
         self.roles = Roles(self._group_members, clock)
         self.dedup = Dedup()
         self._names: dict[str, str] = {}
         self.app = AsyncApp(client=self.client, signing_secret=(
             cfg.signing_secret.get() if cfg.signing_secret else None),
             request_verification_enabled=cfg.mode == "http",
-            token_verification_enabled=False,  # auth.test at start would need Slack up
             process_before_response=False, logger=logging.getLogger("beamwatch.slack.bolt"))
         self._register()
         self.connected = asyncio.Event()
@@ -266,9 +265,14 @@ class SlackBot:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         assert self.settings.app_token is not None
+        sdk_log = logging.getLogger("beamwatch.slack.socket")
+        sdk_log.setLevel(logging.CRITICAL)  # it logs every failed retry; we log once, below
         handler = AsyncSocketModeHandler(self.app, self.settings.app_token.get(),
-                                         logger=logging.getLogger("beamwatch.slack.socket"))
-        handler.client.auto_reconnect_enabled = False  # ours, with backoff: _keep_connected
+                                         logger=sdk_log)
+        # reconnecting is ours, with backoff (_keep_connected); connect() sets the first from
+        # the second after each connection
+        handler.client.auto_reconnect_enabled = False
+        handler.client.default_auto_reconnect_enabled = False
         try:
             watcher = asyncio.ensure_future(self._keep_connected(handler.client))
             await stop.wait()

@@ -60,15 +60,17 @@ class Reading:
 
 
 ReadNow = Callable[[str], Awaitable[Reading]]
+Recent = Callable[[str], list[dict]]  # a check's per-minute rows not stored yet
 
 
 class Commands:
     def __init__(self, config: Callable[[], Config], store: Store, read_now: ReadNow,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, recent: Recent = lambda _: []):
         self.config = config  # the running config (a reload changes it)
         self.store = store
         self.read_now = read_now
         self.clock = clock
+        self.recent = recent
 
     async def run(self, request: Request, caller: Caller) -> Reply:
         why = refusal(request.verb, caller.role, caller.person,
@@ -153,8 +155,10 @@ class Commands:
         text = lines(items, HISTORY_ROWS) if items else "no transitions in that time"
         if len(rows) > HISTORY_ROWS:
             text = f"… {len(rows) - HISTORY_ROWS} earlier\n" + text
+        minutes = {r["minute"]: r for r in self.store.history(check, since, now)}
+        minutes.update((r["minute"], r) for r in self.recent(check))  # the current minute
         image = plot.png(f"{cfg.check(check).title} ({check}), {tz}",
-                         self.store.history(check, since, now), rows, tz, since, now)
+                         [minutes[m] for m in sorted(minutes)], rows, tz, since, now)
         blocks = [header(title), section(text)]
         if image is None:
             blocks.append(context("no numeric values stored in that time: no plot"))
