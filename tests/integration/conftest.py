@@ -24,6 +24,19 @@ except ModuleNotFoundError:  # run as `pytest` (not `python -m pytest`) from the
     from tests.support.ioc import CaPortPool, Ioc, ca_port_pool
 
 
+@pytest.fixture
+def sim(tmp_path_factory):
+    """A fresh simulated beamline per test: what one fault leaves behind (a beam coming
+    back, a vacuum recovering) must not become the next test's incident."""
+    from beamwatch.sim.beamline import SimBeamline
+    from tests.support.ioc import require_epicscorelibs
+
+    require_epicscorelibs()
+    beamline = SimBeamline(base_port=0, workdir=tmp_path_factory.mktemp("sim")).start()
+    yield beamline
+    beamline.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ca_env() -> CaPortPool:
     """The session's CA port pool; EPICS_CA_ADDR_LIST lists all its ports."""
