@@ -45,6 +45,7 @@ checks:
       above: {{minor: 120, major: 140}}}}
 people:
   ana: {{name: Ana Lopez, slack: U0ANA}}
+  ben: {{name: Ben Okafor, slack: U0BEN}}
 channels:
   alarms: {{kind: slack, token: xoxb-bot, channel: "#i04-alarms", api_url: "{api}",
             people: true}}
@@ -271,6 +272,33 @@ async def test_slack_down_costs_the_bot_not_the_engine(tmp_path, fake):
         async with httpx.AsyncClient() as client:
             health = await client.get(run.web.url + "/healthz")
         assert health.status_code == 200, health.text
+
+
+async def test_a_subscription_made_in_chat_routes_the_next_alarm_to_its_person(tmp_path,
+                                                                                fake):
+    async with Running(tmp_path, fake) as run:
+        await run.post(req.event(req.dm("subscribe optics major", "U0BEN", "D0BEN")),
+                       content_type="application/json")
+        said = await fake.wait_for_call_async("chat.postMessage")
+        assert "ben now follows group optics at major and worse" in said.args["text"]
+        await until(lambda: run.app.overlays, what="the engine to take the overlay")
+        run.source.push(PV, 150.0)  # MAJOR: the route tells the channel, ben his DM
+        dm = await fake.wait_for_call_async(
+            "chat.postMessage", lambda c: c.args.get("channel") == "U0BEN", timeout=20)
+        assert "DCM crystal temperature" in dm.args["text"]
+        out = await asyncio.to_thread(config_diff, run.app.config_path)
+        assert "people.ben.subscriptions  (by ben via slack" in out
+        assert "+ in force: group optics at major and worse" in out
+
+
+def config_diff(path: Path) -> str:
+    from typer.testing import CliRunner
+
+    from beamwatch.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["config", "diff", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 # --- Socket Mode ---------------------------------------------------------------------------
