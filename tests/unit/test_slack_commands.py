@@ -242,3 +242,30 @@ def test_operators_default_to_the_configured_people_with_a_slack_id(env):
     assert sorted(operators(no_list)) == ["U0ADM", "U0ANA", "U0BEN"]
     assert refusal("ack", Role.VIEWER, "ana") == "`ack` needs the operator role; you are a viewer"
     assert all(refusal(v, Role.OPERATOR, "ana") is None for v in OPERATOR_VERBS)
+
+
+@pytest.mark.parametrize("section, says", [
+    ("slack: {bot_token: x}", "mode socket needs app_token"),
+    ("slack: {mode: http, bot_token: x}", "mode http needs signing_secret"),
+    ("slack: {mode: http, bot_token: x, signing_secret: y}\nweb: {listen: \"off\"}",
+     "needs the HTTP server"),
+    ("slack: {bot_token: x, app_token: y, rolez: {}}", "rolez"),
+    ("slack: {bot_token: x, app_token: y, roles: {viewer: [ana]}}", "roles.viewer"),
+])
+def test_a_bad_slack_section_is_a_clear_config_error(tmp_path, section, says):
+    from beamwatch.config import ConfigError
+
+    text = f"beamline: I04\nstorage: {{url: \"sqlite:///{tmp_path}/x.db\"}}\n{section}\n"
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "i04.yaml")
+    assert says in str(e.value)
+    assert str(e.value).startswith("i04.yaml:")  # file:line:col, never a traceback
+
+
+def test_one_slack_user_is_one_person(tmp_path):
+    from beamwatch.config import ConfigError
+
+    text = CONFIG.replace("  adm: {slack: U0ADM}",
+                          "  adm: {slack: U0ADM}\n  ana2: {slack: U0ANA}") % (tmp_path / "x.db")
+    with pytest.raises(ConfigError, match="U0ANA is also people.ana.slack"):
+        parse_config(text)

@@ -42,6 +42,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..config.schema import Config
+from ..notify._redact import install, register
 from ..notify.slack import DEFAULT_API_URL
 from ..store import Store
 from . import grammar
@@ -57,6 +58,8 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 WATCH_EVERY = 2.0  # seconds between looks at the socket
 SEEN_MAX = 10_000  # event ids remembered, to drop Slack's retries
 SILENCE_BUTTONS = {"silence_1h": "1h", "silence_4h": "4h"}
+LOGGERS = ("beamwatch.slack", "beamwatch.slack.bolt", "beamwatch.slack.socket", "slack_bolt",
+           "slack_sdk.socket_mode", "aiohttp.client")
 
 
 class Dedup:
@@ -90,6 +93,8 @@ class SlackBot:
         cfg = config().slack
         assert cfg is not None
         self.settings = cfg
+        register(cfg.bot_token, cfg.app_token, cfg.signing_secret)  # never in a log line
+        install(LOGGERS)
         self.store = store
         self.clock = clock
         self.client = AsyncWebClient(
