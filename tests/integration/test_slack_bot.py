@@ -227,6 +227,21 @@ async def test_acknowledge_on_the_alert_updates_it_and_is_logged_with_its_author
             "ack", "dcm-temp", "slack", "done")
 
 
+async def test_a_burst_of_acks_does_not_starve_the_engine_they_wait_for(tmp_path, fake):
+    async with Running(tmp_path, fake) as run:
+        run.source.push(PV, 150.0)
+        await fake.wait_for_call_async("chat.postMessage", timeout=20)
+        names = [f"ack-{i}" for i in range(12)]  # more than the loop's default threads
+        await asyncio.gather(*(run.post(req.slash("ack dcm-temp", "U0ANA",
+                                                  fake.response_url(n), user_name="ana"))
+                               for n in names))
+        replies = [await fake.wait_for_response_async(n, timeout=30) for n in names]
+        texts = [r["text"] for r in replies]
+        assert not [t for t in texts if "queued" in t], texts  # each applied, not timed out
+        assert sum("acknowledged dcm-temp" in t for t in texts) == 1, texts
+        assert sum("nothing to acknowledge" in t for t in texts) == 11
+
+
 async def test_silence_button_by_a_viewer_is_refused_to_them_alone(tmp_path, fake):
     async with Running(tmp_path, fake) as run:
         run.source.push(PV, 150.0)

@@ -4,16 +4,21 @@ A thin client of the service layer (`api/`), exactly like the CLI: every
 change goes through the same functions (which validate it against the config
 and audit it), every read through the same queries. Authorisation is decided
 here before anything is done; a refusal is audited and changes nothing.
-Store calls are blocking: `run` does them in a worker thread, so a slow store
-never stalls the bot's event handling (nor the engine, which shares the loop).
+Store calls are blocking: `run` does them in the bot's own worker threads, so a
+slow store never stalls the bot's event handling, and a burst of requests (each
+`ack` waits for the engine to apply it) never takes the threads the engine's own
+store reads run in (the loop's default executor): that would stall the very
+engine the acks wait for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .. import timefmt
@@ -31,6 +36,7 @@ log = logging.getLogger("beamwatch.slack")
 
 MODE_SET_DEFAULT = "8h"  # `mode set` without an end: nothing here lasts for ever
 HISTORY_ROWS = 15
+WORKERS = 4  # requests handled at once; more wait their turn (Slack has its ack already)
 
 
 @dataclass(frozen=True)
@@ -71,21 +77,26 @@ class Commands:
         self.read_now = read_now
         self.clock = clock
         self.recent = recent
+        self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="beamwatch-slack")
+
+    async def _blocking(self, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, functools.partial(fn, *args))
 
     async def run(self, request: Request, caller: Caller) -> Reply:
         why = refusal(request.verb, caller.role, caller.person,
                       request.args.get("as") if request.verb == "oncall take" else None)
         if why is not None:
             target = " ".join(str(v) for v in request.args.values() if v)
-            await asyncio.to_thread(audit.refused, self.store, caller.actor, "slack",
-                                    request.verb, target[:300], why, self.clock())
+            await self._blocking(audit.refused, self.store, caller.actor, "slack",
+                                 request.verb, target[:300], why, self.clock())
             log.info("slack: refused %s for %s: %s", request.verb, caller.user_id, why)
             return error(f"Not done: {why}.")
         try:
             if request.verb == "get":
                 return await self._get(request.args["name"])
             handler = getattr(self, "_" + request.verb.replace(" ", "_"))
-            return await asyncio.to_thread(handler, request.args, caller)
+            return await self._blocking(handler, request.args, caller)
         except ServiceError as e:
             return error(e.message, f"usage: {COMMANDS[request.verb].usage}")
 
