@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/polled_sql.py
+	$(BIN)/python bench/slack.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
