@@ -57,6 +57,13 @@ class WebConfig(Strict):
     # port 0: any free port (logged); "" or "off": no HTTP server
     listen: str = "127.0.0.1:8080"
     url: str | None = None  # the public address, for links in messages
+    # who may change things through the API (ack, silence, mode): NAME -> bearer token
+    # (NAME_file: a file holding it); NAME is who the change is logged as
+    tokens: dict[Id, SecretValue] = {}
+    # a reverse proxy that authenticates people puts their name in this header; trusted
+    # only from the proxies' addresses
+    trusted_proxy_header: str | None = Field(None, pattern=r"^[A-Za-z0-9-]{1,64}$")
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
 
     @field_validator("listen")
     @classmethod

@@ -18,7 +18,9 @@ import uvicorn
 
 from ..config.schema import WebConfig
 from ..sources.heartbeat import HEARTBEAT_SOURCE, Beat, judge
+from .api import Backend
 from .app import create_app
+from .metrics import Snapshot
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -102,8 +104,40 @@ def for_app(application: App, web: WebConfig | None = None,
                      _receive(application, check_id, token, message),
                      verdict=lambda: application.monitor.health.verdict(application.clock.now()),
                      slack_events=(slack.http_handler() if slack is not None
-                                   and slack.settings.mode == "http" else None))
+                                   and slack.settings.mode == "http" else None),
+                     backend=Backend(lambda: application.config, application.store,
+                                     application.engine.history.unstored,
+                                     application.clock.now),
+                     web=lambda: application.config.web,
+                     snapshot=lambda: snapshot(application))
     return WebServer(app, sock)
+
+
+def snapshot(application: App) -> Snapshot:
+    """The metrics of a running App, from memory."""
+    engine, health = application.engine, application.monitor.health
+    now = application.clock.now()
+    checks = dict.fromkeys(("OK", "MINOR", "MAJOR", "INVALID"), 0)
+    acked = 0
+    for check_id in application.config.check_ids:
+        state = engine.state_of(check_id)
+        severity = state.severity.name if state is not None else "OK"
+        checks[severity] += 1
+        acked += bool(state is not None and state.acked and state.severity)
+    figures = health.figures
+    stats = engine.stats
+    return Snapshot(
+        beamline=application.config.beamline, checks=checks, muted_or_acked={"acked": acked},
+        samples=dict(stats.samples_by_source), transitions=stats.transitions,
+        notifications_sent=application.worker.sent,
+        notification_failures=application.worker.failed,
+        outbox_due=figures.due if figures else None,
+        outbox_oldest_age=(now - figures.oldest_since) if figures and figures.oldest_since
+        else (0.0 if figures else None),
+        store_write_errors=stats.write_errors, quarantined=stats.quarantined,
+        loop_lag=health.loop_lag,
+        last_tick_age=(now - stats.last_tick) if stats.last_tick is not None else None,
+        healthy=health.verdict(now)[0])
 
 
 def _receive(application: App, check_id: str, token: str | None, message: str | None) -> Beat:

@@ -1,0 +1,221 @@
+"""The JSON API: the same questions and commands as the CLI and the Slack bot, over
+HTTP, through the same service layer (`api/`). OpenAPI at /openapi.json.
+
+Reads are open; changes need an identity (`auth.py`) and are audited with
+`via: web`. Every error is `{"error": "…"}` with a 4xx: an unknown id is 404, a
+request the service layer refuses (no reason, an end in the past, a matcher
+matching nothing) is 400, a malformed body is 422; nothing is half done.
+Endpoints are plain `def`s: FastAPI runs them in its worker threads, so store
+reads never block the engine's loop (and an ack waiting for the engine holds one
+of those threads, not one the engine needs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import timefmt
+from ..api import audit, people, service
+from ..api import noise as noise_api
+from ..api.noise import ServiceError
+from ..config.schema import Config
+from ..store import Store
+from ..store.outbox import Outbox
+
+TEXT_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What the API needs of the running App."""
+
+    config: Callable[[], Config]
+    store: Store
+    recent: Callable[[str], list[dict]]  # a check's minutes not stored yet
+    clock: Callable[[], float] = time.time
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SilenceIn(Body):
+    matchers: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        min_length=1, max_length=20,
+        description="check ids and/or NAME=VALUE, NAME!=VALUE, NAME=~REGEX, NAME!~REGEX")
+    duration: str | None = Field(None, max_length=40, description="e.g. 2h, 1h30m")
+    until: str | None = Field(None, max_length=40, description="e.g. 14:00, 2026-12-01T08:00")
+    reason: str = Field(min_length=1, max_length=TEXT_MAX)
+
+
+class ModeIn(Body):
+    mode: str = Field(min_length=1, max_length=100)
+    duration: str | None = Field(None, max_length=40)
+    until: str | None = Field(None, max_length=40)
+    reason: str = Field(min_length=1, max_length=TEXT_MAX)
+
+
+class AckIn(Body):
+    check: str = Field(min_length=1, max_length=300, description="a check id or an incident id")
+
+
+def _since(text: str, tz: str, now: float) -> float:
+    try:
+        return timefmt.parse_when(text, tz, now)
+    except ValueError as e:
+        raise HTTPException(400, f"since: {e}") from None
+
+
+def _known(cfg: Config, check_id: str) -> None:
+    if check_id not in cfg.check_ids:
+        raise HTTPException(404, f"unknown check '{check_id[:100]}'"
+                                 f"{noise_api._did_you_mean(check_id, cfg.check_ids)}")
+
+
+def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
+    routes = APIRouter(prefix="/api", tags=["beamline"])
+    # `= Depends(who)`, not an Annotated alias: annotations are strings here and a local
+    # alias cannot be resolved by FastAPI (it would take `user` for a query parameter)
+
+    @routes.get("/status", summary="Every check, worst first, with the mode")
+    def status(group: Annotated[str | None, Query(max_length=100)] = None) -> dict[str, Any]:
+        cfg = backend.config()
+        rows = service.status(cfg, backend.store)
+        if group is not None:
+            if group not in {c.group for c in cfg.checks}:
+                raise HTTPException(404, f"no group '{group}'")
+            rows = [r for r in rows if r.group == group]
+        now = backend.clock()
+        return {"beamline": cfg.beamline, "timezone": cfg.timezone, "time": now,
+                "engine_running": service.engine_alive(backend.store, now),
+                "mode": noise_api.mode_status(cfg, backend.store, now).to_json(cfg.timezone),
+                "checks": [r.to_json() for r in rows]}
+
+    @routes.get("/checks/{check_id}", summary="One check: its state and last transitions")
+    def check(check_id: str) -> dict[str, Any]:
+        cfg = backend.config()
+        _known(cfg, check_id)
+        [row] = [r for r in service.status(cfg, backend.store) if r.id == check_id]
+        c = cfg.check(check_id)
+        since = backend.clock() - 86400
+        return {**row.to_json(), "description": c.description, "labels": dict(c.labels),
+                "depends_on": list(c.depends_on_ids),
+                "history": service.history(backend.store, since, check_id, limit=50)}
+
+    @routes.get("/checks/{check_id}/values", summary="Per-minute min/max/last values")
+    def values(check_id: str, since: Annotated[str, Query(max_length=40)] = "24h"
+               ) -> dict[str, Any]:
+        cfg = backend.config()
+        _known(cfg, check_id)
+        now = backend.clock()
+        start = _since(since, cfg.timezone, now)
+        minutes = {r["minute"]: r for r in backend.store.history(check_id, start, now)}
+        minutes.update((r["minute"], r) for r in backend.recent(check_id))
+        keep = ("vmin", "vmax", "vlast", "count", "connected")
+        return {"check": check_id, "since": start, "until": now, "minutes": [
+            {"time": m * 60, **{k: minutes[m].get(k) for k in keep}}
+            for m in sorted(minutes) if m * 60 >= start - 60]}
+
+    @routes.get("/history", summary="The beamline log: transitions and people's changes")
+    def history(since: Annotated[str, Query(max_length=40)] = "24h",
+                check: Annotated[str | None, Query(max_length=300)] = None,
+                limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> list[dict]:
+        cfg = backend.config()
+        if check is not None:
+            _known(cfg, check)
+        start = _since(since, cfg.timezone, backend.clock())
+        return service.history(backend.store, start, check, limit)
+
+    @routes.get("/incidents", summary="Open incidents with who was told and how it went")
+    def incidents() -> list[dict]:
+        outbox = Outbox(backend.store)
+        out = []
+        for view in service.incidents(backend.store):
+            trail = [{k: r[k] for k in ("kind", "receiver", "destination", "status",
+                                        "created_at", "sent_at", "last_error")}
+                     for r in outbox.rows(incident_id=view.id)]
+            out.append({**view.to_json(), "notifications": trail})
+        return out
+
+    @routes.get("/silences", summary="Silences in force (all: also those that ended)")
+    def silences(all: bool = False) -> list[dict]:  # noqa: A002 - the query parameter's name
+        cfg = backend.config()
+        views = noise_api.silences(cfg, backend.store, backend.clock(), include_expired=all)
+        return [v.to_json(cfg.timezone) for v in views]
+
+    @routes.post("/silences", status_code=201, summary="Silence alarms for a while")
+    def add_silence(body: SilenceIn, user: str = Depends(who)) -> dict[str, Any]:
+        cfg = backend.config()
+        now = backend.clock()
+        s = _service(lambda: noise_api.silence(
+            cfg, backend.store, body.matchers, duration=body.duration, until=body.until,
+            author=user, reason=body.reason, now=now, via="web"))
+        return noise_api.view(cfg, s, now).to_json(cfg.timezone)
+
+    @routes.delete("/silences/{silence_id}", summary="End a silence now")
+    def end_silence(silence_id: int, user: str = Depends(who)) -> dict[str, Any]:
+        cfg = backend.config()
+        now = backend.clock()
+        if noise_api._noise(backend.store).silence(str(silence_id)) is None:
+            raise HTTPException(404, f"no silence {silence_id}")
+        s = _service(lambda: noise_api.unsilence(backend.store, silence_id, user, now,
+                                                 tz=cfg.timezone, via="web"))
+        return noise_api.view(cfg, s, now).to_json(cfg.timezone)
+
+    @routes.get("/mode", summary="The beamline mode, from where, and the override")
+    def mode() -> dict[str, Any]:
+        cfg = backend.config()
+        return noise_api.mode_status(cfg, backend.store, backend.clock()).to_json(cfg.timezone)
+
+    @routes.put("/mode", summary="Force the beamline mode until an end time")
+    def set_mode(body: ModeIn, user: str = Depends(who)) -> dict[str, Any]:
+        cfg = backend.config()
+        now = backend.clock()
+        _service(lambda: noise_api.set_mode(cfg, backend.store, body.mode, for_=body.duration,
+                                            until=body.until, author=user, reason=body.reason,
+                                            now=now, via="web"))
+        return noise_api.mode_status(cfg, backend.store, now).to_json(cfg.timezone)
+
+    @routes.delete("/mode", summary="End the mode override")
+    def clear_mode(user: str = Depends(who)) -> dict[str, Any]:
+        cfg = backend.config()
+        now = backend.clock()
+        noise_api.clear_mode(backend.store, user, now, via="web")
+        return noise_api.mode_status(cfg, backend.store, now).to_json(cfg.timezone)
+
+    @routes.post("/acks", summary="Acknowledge a check's alarm (or an incident's root)")
+    def ack(body: AckIn, user: str = Depends(who)) -> dict[str, Any]:
+        cfg = backend.config()
+        check_id = service.ack_target(cfg, backend.store, body.check)
+        _known(cfg, check_id)
+        result = service.acknowledge(cfg, backend.store, check_id, user, via="web")
+        return {"ok": result.ok, "message": result.message, "queued": result.queued,
+                "engine_running": result.engine_running}
+
+    @routes.get("/oncall", summary="Who is on call for each team, until when")
+    def oncall() -> list[dict]:
+        cfg = backend.config()
+        return [a.to_json(cfg.timezone) for a in people.oncall(cfg, backend.store,
+                                                                backend.clock())]
+
+    @routes.get("/audit", summary="Every change people made, from any front end")
+    def audit_log(since: Annotated[str, Query(max_length=40)] = "24h",
+                  limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> list[dict]:
+        cfg = backend.config()
+        start = _since(since, cfg.timezone, backend.clock())
+        return [e.to_json() for e in audit.entries(backend.store, start, limit=limit)]
+
+    return routes
+
+
+def _service(call: Callable):
+    try:
+        return call()
+    except ServiceError as e:
+        raise HTTPException(400, e.message) from None
