@@ -41,6 +41,21 @@ class Backend:
     clock: Callable[[], float] = time.time
 
 
+class ApiError(BaseModel):
+    error: str = Field(description="what is wrong, for a person to read")
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for the OpenAPI schema."""
+    return {code: {"model": ApiError, "description": ERROR_TEXT[code]} for code in codes}
+
+
+ERROR_TEXT = {400: "refused: the request cannot be done (said why)",
+              401: "a change without an identity", 403: "a change the identity may not make",
+              404: "unknown check, group or silence", 413: "body too large",
+              422: "malformed body or parameters", 503: "not now (said why)"}
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -79,7 +94,8 @@ def _known(cfg: Config, check_id: str) -> None:
 
 
 def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
-    routes = APIRouter(prefix="/api", tags=["beamline"])
+    routes = APIRouter(prefix="/api", tags=["beamline"],
+                       responses=errors(400, 401, 403, 404, 413, 422))
     # `= Depends(who)`, not an Annotated alias: annotations are strings here and a local
     # alias cannot be resolved by FastAPI (it would take `user` for a query parameter)
 

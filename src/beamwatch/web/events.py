@@ -92,7 +92,9 @@ def router(hub: EventHub) -> APIRouter:
     routes = APIRouter()
 
     @routes.get("/api/events", summary="Live updates (server-sent events)",
-                response_class=StreamingResponse, tags=["beamline"])
+                response_class=StreamingResponse, tags=["beamline"],
+                responses={200: {"content": {"text/event-stream": {}}},
+                           503: {"description": "too many listeners"}})
     async def events(request: Request) -> StreamingResponse:
         queue = hub.subscribe()
 

@@ -15,9 +15,10 @@ Verdict = Callable[[], tuple[bool, str]]
 
 
 def router(verdict: Verdict) -> APIRouter:
-    routes = APIRouter()
+    routes = APIRouter(tags=["operations"])
 
-    @routes.get("/healthz")
+    @routes.get("/healthz", summary="200 while beamwatch does its job, else 503 saying why",
+                responses={503: {"description": "unhealthy, with the reason"}})
     def healthz() -> JSONResponse:
         healthy, why = verdict()
         return JSONResponse({"status": "ok" if healthy else "unhealthy", "reason": why},

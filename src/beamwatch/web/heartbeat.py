@@ -36,9 +36,11 @@ class BodyTooLarge(Exception):
 
 
 def router(receive: ReceiveBeat) -> APIRouter:
-    routes = APIRouter()
+    from .api import errors  # the one error shape of the API
 
-    @routes.post("/api/heartbeat/{check_id}")
+    routes = APIRouter(tags=["heartbeats"], responses=errors(400, 401, 404, 413, 422, 503))
+
+    @routes.post("/api/heartbeat/{check_id}", summary="A beat of a heartbeat check")
     async def heartbeat(check_id: str, request: Request) -> JSONResponse:
         try:
             body = await _body(request)
