@@ -238,3 +238,44 @@ def ack_target(config: Config, store: Store, text: str) -> str:
         if view.id == text and view.root in config.check_ids:
             return view.root
     return text  # unknown: acknowledge() says so
+
+
+def timeline(config: Config, store: Store, since: float, until: float) -> dict:
+    """The beamline log of [since, until) as bands, for the dashboard: per check its
+    segments [start, end, severity, muted] (a check with no transition in the window
+    holds its present state throughout), the mode changes, the silences and the
+    notifications that went out. One read of each table."""
+    from ..store.noise import NoiseStore
+    from ..store.outbox import Outbox
+
+    rows = store.transitions(since=since, until=until)
+    states = store.load_states()
+    by_check: dict[str, list] = {}
+    for row in rows:
+        by_check.setdefault(row.transition.check_id, []).append(row.transition)
+    checks = []
+    for cfg in config.checks:
+        trs = by_check.get(cfg.id, [])
+        state = states.get(cfg.id)
+        level = trs[0].old.name if trs else (state.severity.name if state else "OK")
+        start, muted, segments = since, None, []
+        for tr in trs:
+            if tr.new.name != level or (tr.muted.value if tr.muted else None) != muted:
+                if tr.time > start:
+                    segments.append([start, tr.time, level, muted])
+                start = tr.time
+            level, muted = tr.new.name, (tr.muted.value if tr.muted else None)
+        segments.append([start, until, level, muted])
+        checks.append({"id": cfg.id, "name": cfg.title, "group": cfg.group,
+                       "segments": [s for s in segments if s[1] > s[0]]})
+    noise = NoiseStore(store)
+    modes = [{"time": m.time, "old": m.old, "new": m.new, "source": str(m.source),
+              "author": m.author, "reason": m.reason}
+             for m in noise.mode_changes(since=since) if m.time < until]
+    silences = [{"id": s.id, "start": s.start, "end": s.end, "author": s.author,
+                 "reason": s.reason, "matchers": [str(m) for m in s.matchers]}
+                for s in noise.silences(since=since) if s.start < until]
+    told = [{"time": r["sent_at"], "check": r["check_id"], "kind": r["kind"],
+             "receiver": r["receiver"]} for r in Outbox(store).sent_between(since, until)]
+    return {"since": since, "until": until, "checks": checks, "modes": modes,
+            "silences": silences, "notifications": told}

@@ -213,6 +213,14 @@ class Outbox:
                 x for x in (told.get((receiver, destination)), route) if x)
         return sorted((r, d, route or None) for (r, d), route in told.items())
 
+    def sent_between(self, since: float, until: float) -> list[dict]:
+        """Notifications delivered in [since, until), oldest first (the dashboard's log)."""
+        q = (select(N.sent_at, N.check_id, N.kind, N.receiver)
+             .where(N.status == "sent", N.sent_at >= since, N.sent_at < until)
+             .order_by(N.sent_at))
+        with self.store.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings().all()]
+
     def rows(self, **where: Any) -> list[dict]:
         """Notifications as dicts (for the log, reports and tests)."""
         q = select(t.notifications).order_by(N.id)

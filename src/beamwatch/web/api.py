@@ -148,6 +148,16 @@ def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
         start = _since(since, cfg.timezone, backend.clock())
         return service.history(backend.store, start, check, limit)
 
+    @routes.get("/timeline", summary="The log as bands per check, with modes, silences, "
+                "notifications")
+    def timeline(since: Annotated[str, Query(max_length=40)] = "24h") -> dict[str, Any]:
+        cfg = backend.config()
+        now = backend.clock()
+        start = _since(since, cfg.timezone, now)
+        if now - start > 8 * 86400:
+            raise HTTPException(400, "since: at most 8 days back (the log keeps 7 by default)")
+        return service.timeline(cfg, backend.store, start, now)
+
     @routes.get("/incidents", summary="Open incidents with who was told and how it went")
     def incidents() -> list[dict]:
         outbox = Outbox(backend.store)

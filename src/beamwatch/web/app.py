@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config.schema import WebConfig
-from . import api, auth, events, health, heartbeat, metrics
+from . import api, auth, events, health, heartbeat, metrics, pages
 from . import slack_events as slack_events_
 
 BODY_MAX = 64 * 1024  # bytes a request body may have (the heartbeat router keeps 4 KB)
@@ -39,6 +39,8 @@ def create_app(*, receive_beat: heartbeat.ReceiveBeat, verdict: health.Verdict,
         settings = web or WebConfig
         app.include_router(api.router(backend, auth.identity(settings)))
         app.include_router(events.router(events.EventHub(backend.store, backend.clock)))
+        app.include_router(pages.router(backend.config))
+        app.mount("/static", pages.static_files(), name="static")
     if snapshot is not None:
         app.include_router(metrics.router(snapshot))
 
