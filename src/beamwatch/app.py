@@ -192,9 +192,14 @@ class App:
         active = await asyncio.to_thread(OverlayStore(self.store).active)
         if [o.id for o in active] == [o.id for o in self.overlays]:
             return
-        self.overlays = active
-        self.decider = self._decider(self.config, previous=self.decider)
-        self.engine.use(self.decider)
+        previous, self.overlays = self.overlays, active
+        try:
+            decider = self._decider(self.config, previous=self.decider)
+        except Exception:
+            self.overlays = previous  # tried again next tick
+            raise
+        self.decider = decider
+        self.engine.use(decider)
         log.info("runtime overlays applied", extra={"overlays": len(active)})
 
     def _in_force(self, config: Config) -> Config:
@@ -250,6 +255,10 @@ class App:
             return
         if config.storage.url != self.config.storage.url:
             log.error("reload refused: storage.url cannot change while running")
+            return
+        if _slack_fixed(config) != _slack_fixed(self.config):
+            log.error("reload refused: the slack: section changed beyond its roles (the bot's "
+                      "mode, tokens and command are read at start); restart beamwatch")
             return
         try:
             registry = build_registry(config)
@@ -353,3 +362,11 @@ class App:
         done["audit"] = await self.engine.write(AuditLog(self.store).purge, before)
         if any(done.values()):
             log.info("retention purge", extra=done)
+
+
+def _slack_fixed(config: Config) -> object:
+    """The part of `slack:` a reload cannot change: whether there is a bot, and how it
+    connects (its roles are read at each request)."""
+    if config.slack is None:
+        return None
+    return config.slack.model_copy(update={"roles": None})

@@ -166,7 +166,8 @@ async def test_a_viewer_is_refused_a_write_and_told_why(tmp_path, fake):
         assert "needs the operator role" in reply["text"]
         assert NoiseStore(run.app.store).overrides() == []
         [entry] = audit.entries(run.app.store)
-        assert (entry.outcome, entry.action, entry.actor) == ("refused", "mode set", "vis")
+        assert (entry.outcome, entry.action, entry.actor) == ("refused", "mode set",
+                                                              "vis (slack U0VIS)")
 
 
 async def test_a_retried_event_is_answered_once(tmp_path, fake):
@@ -182,7 +183,8 @@ async def test_a_retried_event_is_answered_once(tmp_path, fake):
         assert len(fake.calls("chat.postMessage")) == 1
 
 
-async def test_a_mention_asking_for_history_gets_text_and_a_png_in_its_thread(tmp_path, fake):
+async def test_a_mention_asking_for_history_answers_the_asker_alone_with_a_png(tmp_path,
+                                                                              fake):
     async with Running(tmp_path, fake) as run:
         for value in (100.0, 130.0, 150.0, 100.0):
             run.source.push(PV, value)
@@ -191,13 +193,12 @@ async def test_a_mention_asking_for_history_gets_text_and_a_png_in_its_thread(tm
                     what="transitions logged")
         mention = req.mention("history dcm-temp 1h", "U0ANA")
         await run.post(req.event(mention), content_type="application/json")
-        reply = await fake.wait_for_call_async(
-            "chat.postMessage", lambda c: "dcm-temp: last 1h" in c.args.get("text", ""))
-        assert reply.args["thread_ts"] == mention["ts"]
+        reply = await fake.wait_for_call_async(  # a question: only the asker sees it
+            "chat.postEphemeral", lambda c: "dcm-temp: last 1h" in c.args.get("text", ""))
+        assert (reply.args["user"], reply.args["thread_ts"]) == ("U0ANA", mention["ts"])
         assert "MAJOR" in reply.args["text"]
         done = await fake.wait_for_call_async("files.completeUploadExternal")
-        assert done.args["channel_id"] == "C0ALARMS"
-        assert done.args["thread_ts"] == mention["ts"]
+        assert done.args["channel_id"] == fake.dm_channel("U0ANA")  # the plot in their DM
         [png] = fake.uploads.values()
         assert png.startswith(b"\x89PNG")
 

@@ -48,3 +48,26 @@ def test_changes_from_every_front_end_are_in_the_log(tmp_path, monkeypatch):
     table = run(app, ["history", "-c", str(path)]).stdout
     assert "silence check=fe-vacuum" in table and "by ana (cli)" in table
     assert "subscribe ana" in table and "by ana (slack)" in table
+
+
+def test_limit_keeps_the_newest_rows_and_a_check_sees_the_silences_naming_it(tmp_path):
+    from beamwatch.api import audit, service
+    from beamwatch.model import AlarmState, Severity, Transition
+
+    path = tmp_path / "i04.yaml"
+    path.write_text(textwrap.dedent(CONFIG.format(db=tmp_path / "bw.db")))
+    store = Store(load_config(path).storage.url)
+    for i in range(20):
+        new = Severity.MAJOR if i % 2 == 0 else Severity.OK
+        tr = Transition(check_id="fe-vacuum", time=1000.0 + i, old=Severity.OK, new=new,
+                        current=new, acked=False, value=i, message=f"t{i}", reason="")
+        store.record([(tr, AlarmState("fe-vacuum", new, new, since=tr.time))])
+    audit.record(store, "ana", "cli", "silence", r"check=~fe-vacuum|other\.check",
+                 "#1 until 14:00: gauge", now=1010.5)
+    audit.record(store, "ana", "cli", "silence", "group=optics", "#2", now=1018.5)
+
+    rows = service.history(store, 0.0, limit=4)
+    assert [r.get("message") or r["detail"] for r in rows] == ["t17", "t18", "#2", "t19"]
+    mine = service.history(store, 0.0, check_id="fe-vacuum")
+    assert [r["detail"] for r in mine if r["kind"] == "audit"] == ["#1 until 14:00: gauge"]
+    store.close()

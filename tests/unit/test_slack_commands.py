@@ -197,11 +197,11 @@ def test_service_errors_come_back_with_the_commands_usage(env):
 def test_a_silence_from_chat_is_in_the_beamline_log_with_its_author(env):
     cfg, store, commands = env
     reply = run(commands, "silence group=vacuum 2h bake-out", caller("U0OPS", Role.OPERATOR))
-    assert reply.ok and reply.public and "u0ops" in reply.text
+    assert reply.ok and reply.public and "u0ops (slack U0OPS)" in reply.text
     rows = service_api.history(store, NOW - 60)
     [row] = [r for r in rows if r["kind"] == "audit"]
     assert (row["action"], row["target"], row["actor"], row["via"]) == (
-        "silence", "group=vacuum", "u0ops", "slack")
+        "silence", "group=vacuum", "u0ops (slack U0OPS)", "slack")  # not a person's name
     assert "bake-out" in row["detail"]
 
 
@@ -269,3 +269,44 @@ def test_one_slack_user_is_one_person(tmp_path):
                           "  adm: {slack: U0ADM}\n  ana2: {slack: U0ANA}") % (tmp_path / "x.db")
     with pytest.raises(ConfigError, match="U0ANA is also people.ana.slack"):
         parse_config(text)
+
+
+def test_an_admin_not_linked_to_a_person_may_act_for_one():
+    assert refusal("oncall take", Role.ADMIN, None, acting_for="ana") is None
+    assert "only an admin" in refusal("oncall take", Role.OPERATOR, None, acting_for="ana")
+
+
+def test_alert_buttons_only_on_a_message_about_one_check():
+    from dataclasses import replace
+
+    from beamwatch.notify.render import Renderer, sample_message
+    from beamwatch.notify.slack import SlackNotifier
+
+    slack = SlackNotifier("channel:x", "xoxb-1", "#x", renderer=Renderer(None))
+    slack.buttons = True
+    one = sample_message("alarm")
+    grouped = replace(one, check_ids=("fe-vacuum", "dcm-temp"))
+    assert slack._blocks(one)[-1]["type"] == "actions"
+    assert all(b["type"] != "actions" for b in slack._blocks(grouped))
+    acked = slack._blocks(replace(one, kind="ack"))[-1]
+    assert [e["action_id"] for e in acked["elements"]] == ["bw_history"]
+
+
+def test_a_reload_may_change_the_bots_roles_but_not_how_it_connects(tmp_path, caplog):
+    from beamwatch.app import App
+    from beamwatch.sources.soft import SoftSource
+
+    path = tmp_path / "bw.yaml"
+    text = CONFIG % (tmp_path / "bw.db")
+    path.write_text(text)
+    app = App(path, sources={"ca": SoftSource("ca")})
+    try:
+        path.write_text(text.replace("mode: http", "mode: http\n  command: /bw"))
+        app.reload()
+        assert app.config.slack.command == "/beamwatch"
+        assert "changed beyond its roles" in caplog.text
+        path.write_text(text.replace("admin: [U0ADM]", "admin: [U0ADM, U0BEN]"))
+        app.reload()
+        assert app.config.slack.roles.admin == ["U0ADM", "U0BEN"]
+    finally:
+        app.store.close()

@@ -9,6 +9,7 @@ audited, picked up by the running engine within a tick, and shown by
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ from . import audit
 from .noise import ServiceError, _did_you_mean
 
 ALL = ("all", "*", "everything")
+# a change reads what is in force and writes it back whole: one at a time in this process
+# (the Slack bot answers four requests at once)
+_changing = threading.RLock()
 TAKEOVER_DEFAULT = 12 * 3600.0  # when the shift's end is unknown
 TAKEOVER_MAX = 7 * 86400.0
 
@@ -113,6 +117,14 @@ def subscribe(config: Config, store: Store, person: str | None, what: str,
     if sev not in SEVERITY_NAMES:
         raise ServiceError(f"severity '{severity}': one of {', '.join(SEVERITY_NAMES)}")
     t = target(config, what)
+    with _changing:
+        _subscribe(config, store, pid, t, sev, actor, via, now)
+    audit.record(store, actor, via, "subscribe", pid, f"{t} at {sev} and worse", now=now)
+    return f"{pid} now follows {t} at {sev} and worse"
+
+
+def _subscribe(config: Config, store: Store, pid: str, t: Target, sev: str, actor: str,
+               via: str, now: float) -> None:
     subs = _without(subscriptions(config, store, pid), t)
     if t.kind == "all":
         subs.append(SubscriptionConfig(severity=sev))
@@ -125,8 +137,6 @@ def subscribe(config: Config, store: Store, person: str | None, what: str,
         else:
             subs.append(SubscriptionConfig(**{key: [t.name]}, severity=sev))
     _put_subs(store, pid, subs, actor, via, now)
-    audit.record(store, actor, via, "subscribe", pid, f"{t} at {sev} and worse", now=now)
-    return f"{pid} now follows {t} at {sev} and worse"
 
 
 def unsubscribe(config: Config, store: Store, person: str | None, what: str, *, actor: str,
@@ -134,12 +144,13 @@ def unsubscribe(config: Config, store: Store, person: str | None, what: str, *, 
     now = time.time() if now is None else now
     pid = _person(config, person)
     t = target(config, what)
-    before = subscriptions(config, store, pid)
-    subs = [] if t.kind == "all" else _without(before, t)
-    if subs == before:
-        raise ServiceError(f"{pid} does not follow {t} by name; following: "
-                           f"{'; '.join(describe(before)) or 'nothing'}")
-    _put_subs(store, pid, subs, actor, via, now)
+    with _changing:
+        before = subscriptions(config, store, pid)
+        subs = [] if t.kind == "all" else _without(before, t)
+        if subs == before:
+            raise ServiceError(f"{pid} does not follow {t} by name; following: "
+                               f"{'; '.join(describe(before)) or 'nothing'}")
+        _put_subs(store, pid, subs, actor, via, now)
     audit.record(store, actor, via, "unsubscribe", pid, str(t), now=now)
     return f"{pid} no longer follows {t}" + ("" if subs else " (no subscriptions left)")
 
@@ -205,14 +216,17 @@ def resolver(config: Config, store: Store) -> OnCallResolver:
     return OnCallResolver(in_force(config, store))
 
 
-def oncall(config: Config, store: Store, now: float | None = None) -> list[OnCall]:
+def oncall(config: Config, store: Store, now: float | None = None,
+           running: OnCallResolver | None = None) -> list[OnCall]:
+    """Who is on call now. `running`: the running engine's resolver (with its calendar
+    feeds and the overlays), when the question is asked inside `beamwatch run`."""
     now = time.time() if now is None else now
-    return resolver(config, store).everyone(now)
+    return (running or resolver(config, store)).everyone(now)
 
 
 def take_oncall(config: Config, store: Store, person: str | None, team: str | None = None,
                 duration: str | float | None = None, *, actor: str, via: str,
-                now: float | None = None) -> str:
+                now: float | None = None, running: OnCallResolver | None = None) -> str:
     """`person` is on call for `team` (theirs, if they are in one team) from now for
     `duration` (default: until the current shift ends, else 12 h; at most 7 days)."""
     now = time.time() if now is None else now
@@ -229,16 +243,18 @@ def take_oncall(config: Config, store: Store, person: str | None, team: str | No
     elif pid not in config.teams[team].members:
         raise ServiceError(f"{pid} is not a member of team {team} "
                            f"({', '.join(config.teams[team].members)})")
-    end = now + _takeover_length(config, store, team, pid, duration, now)
-    value = {"person": pid, "start": now, "end": end}
-    OverlayStore(store).put("oncall", team, value, actor=actor, via=via, now=now)
+    with _changing:
+        end = now + _takeover_length(config, store, team, pid, duration, now, running)
+        value = {"person": pid, "start": now, "end": end}
+        OverlayStore(store).put("oncall", team, value, actor=actor, via=via, now=now)
     length = format_duration(end - now)
     audit.record(store, actor, via, "oncall take", team, f"{pid} for {length}", now=now)
     return f"{pid} is on call for {team} for {length}"
 
 
 def _takeover_length(config: Config, store: Store, team: str, pid: str,
-                     duration: str | float | None, now: float) -> float:
+                     duration: str | float | None, now: float,
+                     running: OnCallResolver | None) -> float:
     if duration is not None:
         try:
             seconds = parse_duration(duration)
@@ -247,7 +263,7 @@ def _takeover_length(config: Config, store: Store, team: str, pid: str,
         if not 0 < seconds <= TAKEOVER_MAX:
             raise ServiceError(f"oncall take: between 1s and {format_duration(TAKEOVER_MAX)}")
         return seconds
-    who = resolver(config, store).who(team, now)
+    who = (running or resolver(config, store)).who(team, now)
     if who.person != pid and who.until is not None and who.until - now <= TAKEOVER_MAX:
         return who.until - now  # the rest of the shift being taken over
     return TAKEOVER_DEFAULT

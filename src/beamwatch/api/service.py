@@ -8,6 +8,7 @@ state are queued for the engine, which applies them in order.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -83,15 +84,23 @@ def history(store: Store, since: float, check_id: str | None = None,
             limit: int | None = None, changes: bool = True) -> list[dict]:
     """The beamline log since `since`, oldest first: transitions ("kind": "transition")
     and, with `changes`, what people changed from a front end ("kind": "audit": acks,
-    silences, mode overrides, subscriptions, on-call, refusals); `limit`: the newest."""
-    out = _transitions(store, since, check_id, limit)
+    silences, mode overrides, subscriptions, on-call, refusals) — for one check, the
+    changes that name it (an ack of it, a silence with check=it among its matchers).
+    `limit`: the newest that many rows."""
+    out = _transitions(store, since, check_id, None)
     if changes:
-        out += [{"kind": "audit", **e.to_json()}
-                for e in audit.entries(store, since, target=check_id, limit=limit)]
+        entries = audit.entries(store, since)
+        out += [{"kind": "audit", **e.to_json()} for e in entries
+                if check_id is None or check_id in _named(e.target)]
         out.sort(key=lambda r: (r["time"], r["kind"] == "audit"))
-        if limit is not None:
-            out = out[-limit:]
-    return out
+    return out[-limit:] if limit is not None else out
+
+
+def _named(target: str) -> set[str]:
+    """The ids an audit target names: 'fe-vacuum', 'check=fe-vacuum, severity=minor',
+    'check=~fe-vacuum|dcm-temp' (a silence of several checks)."""
+    words = re.split(r"[\s,|=~!^$()]+", target.replace("\\", ""))  # unescaped ids
+    return {w for w in words if w}
 
 
 def _transitions(store: Store, since: float, check_id: str | None,

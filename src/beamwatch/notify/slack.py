@@ -164,7 +164,8 @@ class SlackNotifier(BaseNotifier):
 
     def _blocks(self, message: Message) -> list[dict[str, Any]]:
         blocks = self.renderer.blocks(message)
-        if self.buttons and message.check_ids and message.kind in THREADED_KINDS:
+        # a grouped message ("3 alarms on I04") gets none: a button acts on one check
+        if self.buttons and len(message.check_ids) == 1 and message.kind in THREADED_KINDS:
             blocks.append(actions_block(message))
         return blocks
 

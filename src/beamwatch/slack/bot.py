@@ -46,7 +46,7 @@ from ..notify._redact import install, register
 from ..notify.slack import DEFAULT_API_URL
 from ..store import Store
 from . import grammar
-from .commands import Caller, Commands, ReadNow, Recent
+from .commands import Caller, Commands, ReadNow, Recent, Resolver
 from .grammar import Request
 from .replies import Reply, error
 from .roles import Roles, person_of
@@ -56,6 +56,7 @@ log = logging.getLogger("beamwatch.slack")
 TIMEOUT = 10.0  # seconds for one Web API call
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 WATCH_EVERY = 2.0  # seconds between looks at the socket
+CONNECT_TIMEOUT = 20.0  # seconds one connection attempt may take
 SEEN_MAX = 10_000  # event ids remembered, to drop Slack's retries
 SILENCE_BUTTONS = {"silence_1h": "1h", "silence_4h": "4h"}
 LOGGERS = ("beamwatch.slack", "beamwatch.slack.bolt", "beamwatch.slack.socket", "slack_bolt",
@@ -88,7 +89,8 @@ def backoff(attempt: int) -> float:
 
 class SlackBot:
     def __init__(self, config: Callable[[], Config], store: Store, read_now: ReadNow,
-                 clock: Callable[[], float] = time.time, recent: Recent = lambda _: []):
+                 clock: Callable[[], float] = time.time, recent: Recent = lambda _: [],
+                 resolver: Resolver = lambda: None):
         self.config = config
         cfg = config().slack
         assert cfg is not None
@@ -102,7 +104,7 @@ class SlackBot:
             timeout=int(TIMEOUT),
             retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3),
                             AsyncConnectionErrorRetryHandler(max_retry_count=2)])
-        self.commands = Commands(config, store, read_now, clock, recent)
+        self.commands = Commands(config, store, read_now, clock, recent, resolver)
         self.roles = Roles(self._group_members, clock)
         self.dedup = Dedup()
         self._names: dict[str, str] = {}
@@ -186,8 +188,8 @@ class SlackBot:
         reply = await self.answer(body.get("text", ""), caller)
         await respond(text=reply.text, blocks=reply.blocks,
                       response_type="in_channel" if reply.public else "ephemeral")
-        if reply.png:
-            await self._upload(reply, body.get("channel_id"), None)
+        if reply.png:  # an answer for the asker alone: the plot goes to their DM with the bot
+            await self._upload(reply, await self._dm(body.get("user_id", "")), None)
 
     async def _on_mention(self, event: dict, say: Callable) -> None:
         thread = event.get("thread_ts") or event.get("ts")
@@ -201,9 +203,26 @@ class SlackBot:
     async def _converse(self, event: dict, say: Callable, thread: str | None) -> None:
         caller = await self.caller(event.get("user", ""))
         reply = await self.answer(event.get("text", ""), caller)
-        await say(text=reply.text, blocks=reply.blocks, thread_ts=thread)
+        channel = event.get("channel")
+        if event.get("channel_type") == "im" or reply.public:
+            await say(text=reply.text, blocks=reply.blocks, thread_ts=thread)
+            if reply.png:
+                await self._upload(reply, channel, thread)
+            return
+        # a question asked in a channel: the answer is for the asker alone
+        await self.client.chat_postEphemeral(channel=channel, user=caller.user_id,
+                                             text=reply.text, blocks=reply.blocks,
+                                             thread_ts=thread)
         if reply.png:
-            await self._upload(reply, event.get("channel"), thread)
+            await self._upload(reply, await self._dm(caller.user_id), None)
+
+    async def _dm(self, user_id: str) -> str | None:
+        try:
+            opened = await self.client.conversations_open(users=user_id)
+        except Exception as e:
+            log.info("slack: cannot open a DM with %s: %s", user_id, e)
+            return None
+        return (opened.get("channel") or {}).get("id")
 
     async def _upload(self, reply: Reply, channel: str | None, thread: str | None) -> None:
         if not channel:
@@ -220,11 +239,22 @@ class SlackBot:
     async def _on_button(self, ack: Callable, body: dict, action: dict,
                          respond: Callable) -> None:
         await ack()
+        try:
+            await self._press(body, action, respond)
+        except Exception as e:  # a bug or Slack itself: the presser is told, the bot goes on
+            log.exception("slack: button %s failed", action.get("action_id"))
+            await respond(text=f":warning: that failed inside beamwatch ({type(e).__name__}); "
+                               "it is logged", response_type="ephemeral",
+                          replace_original=False)
+
+    async def _press(self, body: dict, action: dict, respond: Callable) -> None:
         user = body.get("user") or {}
         caller = await self.caller(user.get("id", ""), user.get("username") or user.get("name"))
         try:
             value = json.loads(action.get("value") or "{}")
         except json.JSONDecodeError:
+            value = {}
+        if not isinstance(value, dict):
             value = {}
         check = str(value.get("check") or "")
         name = action.get("action_id", "").removeprefix("bw_")
@@ -243,7 +273,7 @@ class SlackBot:
             # the thread sees who silenced it; an ack is announced by the engine itself
             await self._post(channel, thread, reply)
         elif reply.ok and name == "history":
-            await self._post(channel, thread, reply)
+            await self._post(channel, thread, reply)  # the alert's thread: for everyone told
             if reply.png:
                 await self._upload(reply, channel, thread)
         else:  # to the presser only: done, or why not
@@ -278,12 +308,12 @@ class SlackBot:
         # the second after each connection
         handler.client.auto_reconnect_enabled = False
         handler.client.default_auto_reconnect_enabled = False
+        watcher = asyncio.ensure_future(self._keep_connected(handler.client))
         try:
-            watcher = asyncio.ensure_future(self._keep_connected(handler.client))
             await stop.wait()
+        finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-        finally:
             await handler.close_async()
 
     async def _keep_connected(self, client) -> None:
@@ -295,7 +325,12 @@ class SlackBot:
                 continue
             self.connected.clear()
             try:
-                await client.connect_to_new_endpoint(force=True)
+                # the SDK's connect() retries a WebSocket that cannot be opened for ever,
+                # at a fixed pace: a hung attempt is a failed one here, and backs off
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await client.connect_to_new_endpoint(force=True)
+                if not await client.is_connected():
+                    raise ConnectionError("connected, then lost at once")
             except Exception as e:
                 delay = backoff(attempt)
                 (log.warning if attempt == 0 else log.info)(

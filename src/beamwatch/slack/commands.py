@@ -26,6 +26,7 @@ from ..api import audit, people, service
 from ..api import noise as noise_api
 from ..api.noise import ServiceError
 from ..config.schema import Config
+from ..routing.oncall import OnCallResolver
 from ..store import Store
 from . import grammar, plot
 from .grammar import COMMANDS, Request
@@ -48,8 +49,11 @@ class Caller:
 
     @property
     def actor(self) -> str:
-        """Who did it, in the log and in messages: the person id, else the Slack name."""
-        return self.person or self.name or self.user_id
+        """Who did it, in the log and in messages: the person id; else the Slack name with
+        the member id, so that nobody reads "ana" for a Slack user who merely is called so."""
+        if self.person:
+            return self.person
+        return f"{self.name} (slack {self.user_id})" if self.name else f"slack {self.user_id}"
 
 
 @dataclass(frozen=True)
@@ -67,16 +71,19 @@ class Reading:
 
 ReadNow = Callable[[str], Awaitable[Reading]]
 Recent = Callable[[str], list[dict]]  # a check's per-minute rows not stored yet
+Resolver = Callable[[], "OnCallResolver | None"]  # the running engine's, with its calendars
 
 
 class Commands:
     def __init__(self, config: Callable[[], Config], store: Store, read_now: ReadNow,
-                 clock: Callable[[], float] = time.time, recent: Recent = lambda _: []):
+                 clock: Callable[[], float] = time.time, recent: Recent = lambda _: [],
+                 resolver: Resolver = lambda: None):
         self.config = config  # the running config (a reload changes it)
         self.store = store
         self.read_now = read_now
         self.clock = clock
         self.recent = recent
+        self.resolver = resolver
         self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="beamwatch-slack")
 
     async def _blocking(self, fn: Callable, *args):
@@ -211,7 +218,7 @@ class Commands:
 
     def _oncall(self, args: dict, caller: Caller) -> Reply:
         cfg = self.config()
-        answers = people.oncall(cfg, self.store, self.clock())
+        answers = people.oncall(cfg, self.store, self.clock(), self.resolver())
         if not answers:
             return Reply("no team has a rota, a calendar or overrides")
         out = [f"*{a.team}*: {a.person or '*NOBODY*'}"
@@ -278,7 +285,7 @@ class Commands:
     def _oncall_take(self, args: dict, caller: Caller) -> Reply:
         text = people.take_oncall(self.config(), self.store, args["as"] or caller.person,
                                   args["team"], args["for"], actor=caller.actor, via="slack",
-                                  now=self.clock())
+                                  now=self.clock(), running=self.resolver())
         return Reply(f":telephone_receiver: {mrkdwn(text)} (by {mrkdwn(caller.actor)})",
                      public=True)
 

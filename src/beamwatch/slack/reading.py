@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 PV_NAME = re.compile(r"^[A-Za-z0-9_:.\-\[\]<>{}$]{1,200}$")  # what EPICS record names use
 CAGET_TIMEOUT = 2.0
+# libca keeps a channel for every name it was asked for, searching for ever for a name
+# nobody serves: PVs outside the config are read up to this many names per process
+OTHER_PVS_MAX = 50
+_other_pvs: set[str] = set()
 
 
 async def read_now(application: App, name: str) -> Reading:
@@ -34,7 +38,16 @@ async def read_now(application: App, name: str) -> Reading:
         return _latest(application, name, source_kind(cfg, check.input_source))
     if not PV_NAME.match(name):
         raise LookupError(f"'{name[:60]}' is neither a check nor a PV name")
+    if name not in _other_pvs and not _configured(cfg, name):
+        if len(_other_pvs) >= OTHER_PVS_MAX:
+            raise LookupError(f"{OTHER_PVS_MAX} PVs outside the config were read already; "
+                              "use caget, or a check id")
+        _other_pvs.add(name)
     return await _caget(name)
+
+
+def _configured(cfg, pv: str) -> bool:
+    return any(c.pv == pv for c in cfg.checks)
 
 
 async def _caget(pv: str) -> Reading:

@@ -102,9 +102,10 @@ def refusal(verb: str, role: Role, person: str | None, acting_for: str | None = 
             return ("you have no beamwatch role in this workspace; an admin adds you to "
                     "slack.roles in the config")
         return f"`{verb}` needs the {need} role; you are a {role}"
+    if acting_for is not None and acting_for != person:
+        return None if role >= Role.ADMIN else (
+            f"only an admin may `{verb}` for someone else ({acting_for})")
     if verb in SELF_VERBS and person is None:
         return ("you are not linked to a configured person: an admin adds your Slack member "
                 "id as people.NAME.slack in the config")
-    if acting_for is not None and acting_for != person and role < Role.ADMIN:
-        return f"only an admin may `{verb}` for someone else ({acting_for})"
     return None
