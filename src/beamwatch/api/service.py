@@ -257,23 +257,23 @@ def timeline(config: Config, store: Store, since: float, until: float) -> dict:
     from ..store.noise import NoiseStore
     from ..store.outbox import Outbox
 
-    rows = store.transitions(since=since, until=until)
+    names = [s.name for s in sorted(Severity)]
+    by_check: dict[str, list[tuple]] = {}
+    for check_id, at, old, new, muted in store.changes(since, until):
+        by_check.setdefault(check_id, []).append((at, old, new, muted))
     states = store.load_states()
-    by_check: dict[str, list] = {}
-    for row in rows:
-        by_check.setdefault(row.transition.check_id, []).append(row.transition)
     checks = []
     for cfg in config.checks:
         trs = by_check.get(cfg.id, [])
         state = states.get(cfg.id)
-        level = trs[0].old.name if trs else (state.severity.name if state else "OK")
+        level = names[trs[0][1]] if trs else (state.severity.name if state else "OK")
         start, muted, segments = since, None, []
-        for tr in trs:
-            if tr.new.name != level or (tr.muted.value if tr.muted else None) != muted:
-                if tr.time > start:
-                    segments.append([start, tr.time, level, muted])
-                start = tr.time
-            level, muted = tr.new.name, (tr.muted.value if tr.muted else None)
+        for at, _old, new, now_muted in trs:
+            if names[new] != level or now_muted != muted:
+                if at > start:
+                    segments.append([start, at, level, muted])
+                start = at
+            level, muted = names[new], now_muted
         segments.append([start, until, level, muted])
         checks.append({"id": cfg.id, "name": cfg.title, "group": cfg.group,
                        "segments": [s for s in segments if s[1] > s[0]]})
