@@ -21,6 +21,7 @@ from .engine.noise import Noise
 from .health import SelfMonitor
 from .notify.registry import NotifyConfigError, build_registry
 from .notify.worker import OutboxWorker
+from .paging import digest
 from .paging.decide import Decider
 from .paging.reminders import reminder_rows
 from .routing import overlays as overlays_
@@ -95,6 +96,7 @@ class App:
                              keep=self.noise_store.keep, on_committed=self.worker.wake)
         self.calendars = CalendarFeeds(self.config, self.config_path.parent, self.clock)
         self.overlays: list[Overlay] = []  # runtime changes over the file (routing/overlays.py)
+        self._digest_day: str | None = None  # the day whose digest is queued
         self.decider = self._decider(self.config)
         self.engine.use(self.decider)
         self.monitor = SelfMonitor(self.config, self.engine, self.clock)  # beamwatch.* checks
@@ -186,6 +188,18 @@ class App:
         override = await asyncio.to_thread(self.noise_store.active_override, now)
         self.engine.queue(self.decider.sync_mode(override, now))
 
+    async def send_digest(self) -> None:
+        """The day's digest once its time has come (paging/digest.py); its dedup key
+        makes it once per day whatever restarts."""
+        now = self.clock.now()
+        when = digest.due(self.config, now)
+        if when is None or when.day == self._digest_day:
+            return
+        rows = await asyncio.to_thread(digest.rows, self.config, self.store, when, now,
+                                       self._destinations)
+        self.engine.queue_rows(rows)
+        self._digest_day = when.day
+
     async def sync_overlays(self) -> None:
         """Subscriptions, quiet hours and on-call takeovers changed at run time (from Slack,
         the CLI or the web): route with them from the next decision on."""
@@ -215,6 +229,7 @@ class App:
         """One tick and everything it leads to, delivered: what `run` does each second,
         callable by hand with a fake clock (the acceptance tests drive time this way)."""
         self.monitor.poll()
+        await self.send_digest()
         await self.sync_overlays()
         await self.sync_noise()
         self._tick_engine()
@@ -312,6 +327,7 @@ class App:
         the store's silences, mode override and commands are fetched beside it and used
         from memory while the store is slow or away."""
         self._tick_engine()
+        self._beside(self.send_digest)
         self._beside(self.sync_overlays)
         self._beside(self.sync_noise)
         self._beside(self.apply_commands)

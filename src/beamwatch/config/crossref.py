@@ -16,7 +16,7 @@ def cross_check(config: Config, invalid_ids: set[str] = frozenset()) -> list[Pro
     """`invalid_ids`: ids of checks that failed their own validation; they are
     still known, so that a typo in one check does not cascade into others."""
     problems: list[Problem] = []
-    for part in (_cycles, _modes, _people, _slack, _routes, _fallback, _maintenance):
+    for part in (_cycles, _modes, _people, _slack, _digest, _routes, _fallback, _maintenance):
         problems.extend(part(config))
     problems.extend(_check_refs(config, set(invalid_ids)))
     if not problems:
@@ -140,6 +140,16 @@ def _people(config: Config) -> Iterator[Problem]:
         for k, o in enumerate(t.overrides):
             if o.person not in config.people:
                 yield ("teams", team, "overrides", k, "person"), f"unknown person '{o.person}'"
+
+
+def _digest(config: Config) -> Iterator[Problem]:
+    if config.digest is None:
+        return
+    for k, target in enumerate(config.digest.to):
+        kind, _, name = target.partition(":")
+        known = config.people if kind == "person" else config.channels
+        if name not in known:
+            yield ("digest", "to", k), f"unknown {kind} '{name}'"
 
 
 def _slack(config: Config) -> Iterator[Problem]:

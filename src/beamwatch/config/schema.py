@@ -781,6 +781,24 @@ class NoiseConfig(Strict):
     ioc_group_window: Duration = 5.0  # this window are one "IOC unreachable" incident
 
 
+class DigestConfig(Strict):
+    """The morning digest: at `at` (the config's timezone) every day, a summary of the
+    last `window` — the incidents, who was paged and whether they acked, what is still
+    wrong — to `to` (channels and people)."""
+
+    at: str = "08:00"
+    window: Duration = 24 * 3600.0
+    to: list[Annotated[str, Field(pattern=r"^(person|channel):[A-Za-z0-9_.#@-]+$")]] = Field(
+        min_length=1)
+
+    @field_validator("at")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+            raise ValueError(f"'{v}' is not a time of day HH:MM")
+        return v
+
+
 # --- the Slack bot ---------------------------------------------------------------------
 
 SlackMember = Annotated[str, Field(pattern=r"^([UW][A-Z0-9]{2,}|@[A-Za-z0-9._-]+|\*)$")]
@@ -838,6 +856,7 @@ class Config(Strict):
     monitor: MonitorConfig = MonitorConfig()  # beamwatch's own health: checks, heartbeat
     templates: str | None = None  # a folder of Jinja2 templates overriding the defaults
     slack: SlackConfig | None = None  # the Slack bot (beamwatch.slack), run by `beamwatch run`
+    digest: DigestConfig | None = None  # a daily summary (paging/digest.py)
 
     @field_validator("timezone")
     @classmethod
