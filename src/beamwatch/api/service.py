@@ -261,12 +261,11 @@ def timeline(config: Config, store: Store, since: float, until: float) -> dict:
     by_check: dict[str, list[tuple]] = {}
     for check_id, at, old, new, muted in store.changes(since, until):
         by_check.setdefault(check_id, []).append((at, old, new, muted))
-    states = store.load_states()
+    stored = store.severities()
     checks = []
     for cfg in config.checks:
         trs = by_check.get(cfg.id, [])
-        state = states.get(cfg.id)
-        level = names[trs[0][1]] if trs else (state.severity.name if state else "OK")
+        level = names[trs[0][1]] if trs else names[stored.get(cfg.id, 0)]
         start, muted, segments = since, None, []
         for at, _old, new, now_muted in trs:
             if names[new] != level or now_muted != muted:

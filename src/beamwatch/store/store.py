@@ -146,6 +146,12 @@ class Store:
             for s in states:
                 self._save_state(conn, s)
 
+    def severities(self) -> dict[str, int]:
+        """Each check's stored alarm severity, and nothing else (the timeline)."""
+        c = t.alarm_states.c
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(c.check_id, c.severity)).all())
+
     def load_states(self) -> dict[str, AlarmState]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.alarm_states)).mappings().all()

@@ -101,7 +101,7 @@ def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
     # alias cannot be resolved by FastAPI (it would take `user` for a query parameter)
 
     @routes.get("/status", summary="Every check, worst first, with the mode")
-    def status(group: Annotated[str | None, Query(max_length=100)] = None) -> dict[str, Any]:
+    def status(group: Annotated[str | None, Query(max_length=100)] = None) -> JSONResponse:
         cfg = backend.config()
         rows = service.status(cfg, backend.store)
         if group is not None:
@@ -109,10 +109,12 @@ def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
                 raise HTTPException(404, f"no group '{group}'")
             rows = [r for r in rows if r.group == group]
         now = backend.clock()
-        return {"beamline": cfg.beamline, "timezone": cfg.timezone, "time": now,
-                "engine_running": service.engine_alive(backend.store, now),
-                "mode": noise_api.mode_status(cfg, backend.store, now).to_json(cfg.timezone),
-                "checks": [r.to_json() for r in rows]}
+        # JSON-safe already (json_value): JSONResponse skips FastAPI's walk over every check
+        return JSONResponse({
+            "beamline": cfg.beamline, "timezone": cfg.timezone, "time": now,
+            "engine_running": service.engine_alive(backend.store, now),
+            "mode": noise_api.mode_status(cfg, backend.store, now).to_json(cfg.timezone),
+            "checks": [r.to_json() for r in rows]})
 
     @routes.get("/checks/{check_id}", summary="One check: its state and last transitions")
     def check(check_id: str) -> dict[str, Any]:
@@ -142,12 +144,12 @@ def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
     @routes.get("/history", summary="The beamline log: transitions and people's changes")
     def history(since: Annotated[str, Query(max_length=40)] = "24h",
                 check: Annotated[str | None, Query(max_length=300)] = None,
-                limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> list[dict]:
+                limit: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> JSONResponse:
         cfg = backend.config()
         if check is not None:
             _known(cfg, check)
         start = _since(since, cfg.timezone, backend.clock())
-        return service.history(backend.store, start, check, limit)
+        return JSONResponse(service.history(backend.store, start, check, limit))
 
     @routes.get("/timeline", summary="The log as bands per check, with modes, silences, "
                 "notifications")
