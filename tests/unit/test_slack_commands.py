@@ -292,7 +292,8 @@ def test_alert_buttons_only_on_a_message_about_one_check():
     assert [e["action_id"] for e in acked["elements"]] == ["bw_history"]
 
 
-def test_a_reload_may_change_the_bots_roles_but_not_how_it_connects(tmp_path, caplog):
+async def test_a_reload_may_change_the_bots_roles_but_not_how_it_connects(tmp_path, caplog):
+    # async: a reload closes the old notifiers in the background, on the running loop
     from beamwatch.app import App
     from beamwatch.sources.soft import SoftSource
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,7 @@ from ..store import Store
 from ..store.outbox import Outbox
 
 TEXT_MAX = 1000
+ID_MAX = 2**62  # a row id: a bigger number is a 422, not an overflow in the database
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
         return noise_api.view(cfg, s, now).to_json(cfg.timezone)
 
     @routes.delete("/silences/{silence_id}", summary="End a silence now")
-    def end_silence(silence_id: int, user: str = Depends(who)) -> dict[str, Any]:
+    def end_silence(silence_id: Annotated[int, Path(ge=1, le=ID_MAX)],
+                    user: str = Depends(who)) -> dict[str, Any]:
         cfg = backend.config()
         now = backend.clock()
         if noise_api._noise(backend.store).silence(str(silence_id)) is None:
