@@ -229,10 +229,16 @@ async def test_a_channel_down_past_expiry_gets_one_summary_not_a_flood(timeline,
         await tl.run_until(200)
         down = False
         await tl.run_until(600)
-    # beamwatch also tells that its outbox was stuck for over 2 minutes (beamwatch.outbox)
-    own = [m for m in tl.messages() if m.body["check_ids"] == ["beamwatch.outbox"]]
-    assert own and own[0].body["kind"] == "alarm"
-    [msg] = [m for m in tl.messages() if m not in own]
+    # beamwatch also tells that its outbox was stuck for over 2 minutes (beamwatch.outbox);
+    # on a loaded machine another of its own checks (the event loop late) may speak too
+    own = [m for m in tl.messages()
+           if m.body["check_ids"] and all(c.startswith("beamwatch.")
+                                          for c in m.body["check_ids"])]
+    outbox = [m for m in own if m.body["check_ids"] == ["beamwatch.outbox"]]
+    assert outbox and outbox[0].body["kind"] == "alarm"
+    others = [m for m in tl.messages() if m not in own]
+    assert len(others) == 1, [(m.body["kind"], m.body["check_ids"]) for m in others]
+    [msg] = others
     assert msg.body["kind"] == "summary" and len(msg.body["alarms"]) == 3
 
 

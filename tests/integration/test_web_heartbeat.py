@@ -159,8 +159,10 @@ async def test_healthz_says_503_while_the_store_is_locked(tmp_path, gc_restored)
             healthy = await healthz_until(http, f"{web.url}/healthz", 200)
             assert healthy == {"status": "ok", "reason": "healthy"}
 
-            lock = sqlite3.connect(tmp_path / "bw.db", isolation_level=None, timeout=0)
-            lock.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+            # another process takes the write lock (waiting for a write of the app's own
+            # that may be in progress: its writer runs in a thread)
+            lock = sqlite3.connect(tmp_path / "bw.db", isolation_level=None, timeout=10)
+            lock.execute("BEGIN EXCLUSIVE")
             try:
                 sick = await healthz_until(http, f"{web.url}/healthz", 503)
             finally:
