@@ -2,3 +2,20 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/support importable as `support`
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def wide_output():
+    """The CLI's rich consoles 200 columns wide, one table row a line. Setting COLUMNS is
+    not enough: a console created while COLUMNS was set keeps that width for the session,
+    so the result depended on which test imported the CLI first."""
+    from beamwatch.cli import common
+
+    saved = [(c, c._width) for c in (common.out, common.err)]
+    for console, _ in saved:
+        console.width = 200
+    yield
+    for console, width in saved:
+        console._width = width

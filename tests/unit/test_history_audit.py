@@ -25,8 +25,7 @@ CONFIG = """\
     """
 
 
-def test_changes_from_every_front_end_are_in_the_log(tmp_path, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")  # one row a line
+def test_changes_from_every_front_end_are_in_the_log(tmp_path, wide_output):
     path = tmp_path / "i04.yaml"
     path.write_text(textwrap.dedent(CONFIG.format(db=tmp_path / "bw.db")))
     run = CliRunner().invoke

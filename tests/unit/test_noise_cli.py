@@ -50,9 +50,8 @@ def cfg(tmp_path):
 
 
 @pytest.fixture()
-def run(app, monkeypatch):
+def run(app, monkeypatch, wide_output):
     monkeypatch.delenv("BEAMWATCH_CONFIG", raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
     runner = CliRunner()
 
     def invoke(*args: str):
