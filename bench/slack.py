@@ -166,14 +166,12 @@ async def app_cases(args, fake: FakeSlack) -> dict:
 
 async def bolt_baseline(args, fake: FakeSlack) -> dict:
     """slack_bolt alone on the same server: ack, respond "ok"."""
-    import socket
-
     from fastapi import FastAPI
     from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
     from slack_bolt.async_app import AsyncApp
     from slack_sdk.web.async_client import AsyncWebClient
 
-    from beamwatch.web.server import WebServer
+    from beamwatch.web.server import WebServer, bind
 
     bolt = AsyncApp(client=AsyncWebClient(token="xoxb-bench", base_url=fake.url),
                     signing_secret=SECRET)
@@ -190,11 +188,7 @@ async def bolt_baseline(args, fake: FakeSlack) -> dict:
     async def events(request: Request):
         return await handler.handle(request)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.setblocking(False)
-    server = WebServer(api, sock)
+    server = WebServer(api, bind("127.0.0.1", 0))  # the same socket options as beamwatch's
     stop = asyncio.Event()
     serving = asyncio.create_task(server.serve(stop))
     await asyncio.sleep(0.5)
