@@ -6,9 +6,7 @@ import asyncio
 import gc
 import importlib
 import logging
-import os
 import signal
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from .config.schema import INTERNAL_SOURCE
 from .engine import commands as commands_
 from .engine.engine import Engine
 from .engine.noise import Noise
+from .ha import Leadership, here
 from .health import SelfMonitor
 from .notify.registry import NotifyConfigError, build_registry
 from .notify.worker import OutboxWorker
@@ -42,6 +41,11 @@ VALUES_EVERY = 2.0  # latest values for `status`
 BEAT_EVERY = 5.0
 PURGE_EVERY = 3600.0
 SERVICE_GRACE = 5.0  # seconds a service (the HTTP server) gets to finish at stop
+STOPPED, STEPPED_DOWN = "stopped", "stepped down"  # how `App.run` ended
+# How long an outbox claim holds before its send starts. A claim of a leader that died
+# is taken over when it lapses: short on PostgreSQL (an HA pair's standby waits it
+# out); SQLite keeps the long one (a write there may wait 30 s for its lock).
+CLAIM_LEASE = {"postgresql": 10.0}
 
 Service = Callable[[asyncio.Event], Awaitable[None]]  # run beside the engine until the event
 
@@ -87,10 +91,15 @@ class App:
         self.clock = clock or SystemClock()
         self.config = config if config is not None else load_config(self.config_path)
         self.store = Store(self.config.storage.url)
+        self.leadership = Leadership(self.store, here())
+        self.store.fence = self.leadership.fence  # decisions and sends: the leader's only
         self.sources = dict(sources) if sources is not None else build_sources(self.config,
                                                                                self.clock)
         self.registry = build_registry(self.config)
-        self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock)
+        self.worker = OutboxWorker(self.config, self.store, self.registry, self.clock,
+                                   name=self.leadership.me.id,
+                                   lease=CLAIM_LEASE.get(self.store.dialect, 60.0))
+        self.worker.may_send = self.leadership.held
         self.noise_store = NoiseStore(self.store)
         self.engine = Engine(self.config, self.sources, self.store, self.clock,
                              keep=self.noise_store.keep, on_committed=self.worker.wake)
@@ -107,9 +116,11 @@ class App:
         self._side: dict[str, asyncio.Task] = {}  # store reads beside the tick
         self._side_failing: set[str] = set()
 
-    async def run(self, services: Sequence[Service] = ()) -> None:
-        """Until stop(). `services` (the HTTP server) run beside the engine, each given
-        the stop event; they end by themselves when it is set, before the engine stops."""
+    async def run(self, services: Sequence[Service] = ()) -> str:
+        """Until stop(): STOPPED; or STEPPED_DOWN when this instance of an HA pair lost
+        the leader's lease (the caller starts it again, as the standby). `services` (the
+        HTTP server, the Slack bot) run beside it in either role, each given an event
+        that ends them; they end before the engine stops."""
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload)):
@@ -117,6 +128,28 @@ class App:
                 loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
+        ending = asyncio.Event()
+        served = [asyncio.create_task(service(ending)) for service in services]
+        beats = asyncio.create_task(self._every(BEAT_EVERY, self._beat))
+        outcome = STOPPED
+        try:
+            await self._beat()
+            if await self.leadership.wait_to_lead(self._stop, self._standing_by):
+                outcome = await self._lead()
+        finally:
+            ending.set()
+            if served:  # open requests finish while the engine still answers them
+                await asyncio.wait(served, timeout=SERVICE_GRACE)
+            tasks = [beats, *self._tasks, *served, *self._side.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.close(outcome)
+        return outcome
+
+    async def _lead(self) -> str:
+        """The leader's part: take back what was going on, subscribe, decide and send
+        until stop() or until the lease is lost."""
         await self.start()
         # Samples live for one batch but long enough to be promoted: with the default
         # thresholds the collector rescans them all the time (measured: 0.67 of raw
@@ -124,28 +157,49 @@ class App:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
-        self._tasks = [asyncio.create_task(self._every(TICK, self._tick)),
+        keeper = asyncio.create_task(self.leadership.keep(self._stop))
+        self._tasks = [keeper,
+                       asyncio.create_task(self._every(TICK, self._tick)),
                        asyncio.create_task(self.worker.run(self._stop)),
                        asyncio.create_task(self._every(VALUES_EVERY, self.engine.flush_values)),
-                       asyncio.create_task(self._every(BEAT_EVERY, self._beat)),
                        asyncio.create_task(self._every(PURGE_EVERY, self._purge)),
                        asyncio.create_task(self.calendars.run(self._stop)),  # off the loop
                        *self.monitor.tasks()]
-        served = [asyncio.create_task(service(self._stop)) for service in services]
         log.info("running", extra={"checks": len(self.config.checks),
-                                   "beamline": self.config.beamline})
+                                   "beamline": self.config.beamline,
+                                   "instance": self.leadership.me.id})
         await self._beat()
-        await self._stop.wait()
-        if served:  # open requests finish while the engine still answers them
-            await asyncio.wait(served, timeout=SERVICE_GRACE)
-        tasks = self._tasks + served + list(self._side.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.close()
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({stopping, keeper}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if self._stop.is_set():
+            return STOPPED
+        # Lost to another instance: what is decided but unstored is the new leader's
+        # to decide again from the live values; nothing more is written or sent here.
+        self.engine.writer.queue.clear()
+        self._stop.set()  # the worker and the sources stop as at a clean stop
+        return STEPPED_DOWN
+
+    def _standing_by(self) -> None:
+        """A standby has looked at the lease and it is held: say so once."""
+        if not getattr(self, "_said_standby", False):
+            holder = self.leadership.leader.holder if self.leadership.leader else None
+            log.warning("standing by: another instance leads", extra={"leader": holder})
+            self._said_standby = True
+
+    def serving(self, url: str | None) -> None:
+        """The web front end's address, shown to the other instance and in `status`."""
+        from dataclasses import replace
+
+        self.leadership.me = replace(self.leadership.me, url=url)
 
     async def start(self) -> None:
-        """Take back what was going on before a restart, then subscribe every source."""
+        """Take back what was going on before a restart, then subscribe every source.
+        Only as the leader: `run` waits for the lease first; called alone (tests, replay)
+        it takes the lease, which must be free."""
+        if self.leadership.token is None and not await asyncio.to_thread(
+                self.leadership.try_lead):
+            raise RuntimeError(f"another instance leads: {self.leadership.leader}")
         now = self.clock.now()
         incidents = await self.engine.write(self.noise_store.open_incidents)
         last = await self.engine.write(self.store.last_incidents)
@@ -228,6 +282,7 @@ class App:
     async def step(self) -> None:
         """One tick and everything it leads to, delivered: what `run` does each second,
         callable by hand with a fake clock (the acceptance tests drive time this way)."""
+        await asyncio.to_thread(self.leadership.refresh)  # `run` has a task for it
         self.monitor.poll()
         await self.send_digest()
         await self.sync_overlays()
@@ -239,10 +294,14 @@ class App:
             await self.worker.drain()
         await self.worker.drain()
 
-    async def close(self) -> None:
+    async def close(self, outcome: str = STOPPED) -> None:
+        if outcome == STEPPED_DOWN:
+            self.engine.writer.queue.clear()
         await self.engine.stop()
         await self.monitor.aclose()
         await self.registry.aclose()
+        if outcome == STOPPED:  # the standby takes over at once, not after the lease
+            await asyncio.to_thread(self.leadership.release)
         self.store.close()
 
     def _decider(self, config: Config, previous: Decider | None = None) -> Decider:
@@ -368,14 +427,19 @@ class App:
                                     self.clock.now())
 
     async def _beat(self) -> None:
-        await self.engine.write(self.store.beat, "engine", os.getpid(), socket.gethostname(),
-                                self.started, self.clock.now(), str(self.config_path))
+        """This instance's row in `engine_heartbeat`: alive, and as leader or standby."""
+        me = self.leadership.me
+        await asyncio.to_thread(self.store.beat, me.id, me.pid, me.host, self.started,
+                                self.clock.now(), str(self.config_path),
+                                self.leadership.role, me.url)
 
     async def _purge(self) -> None:
         before = self.clock.now() - self.config.storage.retention
         done = await self.engine.write(self.store.purge, before)
         done.update(await self.engine.write(self.noise_store.purge, before))
         done["audit"] = await self.engine.write(AuditLog(self.store).purge, before)
+        done["instances"] = await self.engine.write(self.store.forget_instances,
+                                                    self.clock.now() - 86400)
         if any(done.values()):
             log.info("retention purge", extra=done)
 

@@ -121,9 +121,37 @@ def _transitions(store: Store, since: float, check_id: str | None,
 
 
 def engine_alive(store: Store, now: float | None = None) -> bool:
+    """Is an engine deciding and sending (a leader that beat recently)?"""
     beat = store.last_beat()
     now = time.time() if now is None else now
     return beat is not None and now - beat["beat"] < ENGINE_ALIVE_WITHIN
+
+
+def instances(store: Store, now: float | None = None) -> list[dict]:
+    """Each `beamwatch run` on this store, newest beat first: who leads, who stands by,
+    who went quiet (an HA pair shows two)."""
+    now = time.time() if now is None else now
+    out = []
+    for row in store.instances():
+        alive = now - row["beat"] < ENGINE_ALIVE_WITHIN
+        out.append({"instance": row["name"], "host": row["host"], "pid": row["pid"],
+                    "role": (row["role"] or "leader") if alive else "gone",
+                    "started": row["started"], "beat": row["beat"], "url": row["url"],
+                    "config_file": row["config_file"]})
+    return out
+
+
+def instances_text(rows: list[dict], now: float | None = None) -> str:
+    """One line for people: 'leader i04-ws1:812 (http://…), standby i04-ws2:77'."""
+    from .. import timefmt
+
+    now = time.time() if now is None else now
+    parts = []
+    for r in rows:
+        where = f" ({r['url']})" if r["url"] else ""
+        seen = f", last seen {timefmt.ago(r['beat'], now)}" if r["role"] == "gone" else ""
+        parts.append(f"{r['role']} {r['host']}:{r['pid']}{where}{seen}")
+    return ", ".join(parts) or "none"
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,33 @@ def check_command(config: ConfigOpt) -> None:
 
 
 def run_command(config: ConfigOpt) -> None:
-    """Watch the beamline (runs until SIGTERM or Ctrl-C; SIGHUP reloads the config)."""
+    """Watch the beamline (runs until SIGTERM or Ctrl-C; SIGHUP reloads the config).
+
+    Two of them with the same config and PostgreSQL store are an HA pair: one leads,
+    the other stands by and takes over if the leader dies, hangs or is cut off."""
+    from ..app import STEPPED_DOWN
+
+    config_or_exit(config)
+    first = True
+    while True:  # an instance that lost the lead to the other starts again as standby
+        application, services = _start(config, first)
+        first = False
+        try:
+            outcome = asyncio.run(application.run(services=services))
+        except KeyboardInterrupt:
+            return
+        if outcome != STEPPED_DOWN:
+            return
+        err.print("beamwatch: another instance leads now; standing by", markup=False)
+
+
+def _start(config: Path, first: bool) -> tuple:
+    """The App and what it serves (the HTTP server bound now: a port in use stops us
+    at once, not later)."""
     from .. import slack
     from ..app import App
     from ..web.server import WebError, for_app
 
-    config_or_exit(config)
     try:
         application = App(config)
     except ConfigError as e:
@@ -43,21 +64,23 @@ def run_command(config: ConfigOpt) -> None:
         fail(f"cannot start: {first_line(e)}", 1)
     bot = slack.for_app(application)
     try:
-        web = for_app(application, slack=bot)  # bound now: a port in use stops us at once
+        web = for_app(application, slack=bot)
     except WebError as e:
         application.store.close()
         fail(str(e), 1)
-    served = f"; HTTP API on {web.url}" if web is not None else ""
+    served = ""
+    if web is not None:
+        application.serving(web.url)
+        served = f"; HTTP API on {web.url}"
     if bot is not None:
         served += f"; Slack bot ({bot.settings.mode} mode)"
     services = ([web.serve] if web is not None else []) + ([bot.serve] if bot else [])
-    err.print(f"beamwatch: watching {len(application.config.checks)} checks of "
-              f"{application.config.beamline}; log in {safe_url(application.config.storage.url)}"
-              f"{served}; Ctrl-C stops", markup=False, soft_wrap=True)
-    try:
-        asyncio.run(application.run(services=services))
-    except KeyboardInterrupt:
-        pass
+    if first:
+        err.print(f"beamwatch: watching {len(application.config.checks)} checks of "
+                  f"{application.config.beamline}; log in "
+                  f"{safe_url(application.config.storage.url)}{served}; Ctrl-C stops",
+                  markup=False, soft_wrap=True)
+    return application, services
 
 
 def demo_command(

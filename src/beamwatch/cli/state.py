@@ -40,10 +40,12 @@ def status_command(config: ConfigOpt, as_json: JsonOpt = False,
     store = open_store(cfg)
     rows = service.status(cfg, store)
     alive = service.engine_alive(store)
+    instances = service.instances(store)
     if alarms_only:
         rows = [r for r in rows if r.severity != "OK"]
     if as_json:
         print(json.dumps({"beamline": cfg.beamline, "engine_running": alive,
+                          "instances": instances,
                           "checks": [r.to_json() for r in rows]}, indent=2))
         return
     now = time.time()
@@ -61,6 +63,9 @@ def status_command(config: ConfigOpt, as_json: JsonOpt = False,
         table.add_row(r.id, f"[{SEVERITY_STYLE[r.severity]}]{sev}[/]", r.value_text,
                       timefmt.ago(r.since, now) if r.since else "—", why)
     out.print(table)
+    if instances:
+        out.print(f"instances: {service.instances_text(instances, now)}", markup=False,
+                  soft_wrap=True)
 
 
 def history_command(

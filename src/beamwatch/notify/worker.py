@@ -54,7 +54,7 @@ from ..model.message import HELD, TOLD
 from ..routing.router import Router
 from ..store import Store
 from ..store import tables as t
-from ..store.errors import describe, is_transient
+from ..store.errors import LeaseLost, describe, is_transient
 from ..store.outbox import Outbox, Outgoing
 from .base import Delivery, ErrorKind, Message, Related
 from .registry import Registry, people_channel
@@ -118,6 +118,9 @@ class OutboxWorker:
         self._check_ids = set(config.check_ids)
         self.sent = 0
         self.failed = 0
+        # an HA pair's leader sends only while its lease is surely its own (ha.py): a
+        # process frozen past its lease starts no send when it wakes up
+        self.may_send: Callable[[], bool] = lambda: True
 
     def reconfigure(self, config: Config, registry: Registry) -> None:
         """A reloaded config: new destinations and routes for rows not yet sent."""
@@ -175,6 +178,8 @@ class OutboxWorker:
     async def run_once(self) -> bool:
         """Claim and handle one batch; True if there was anything to do."""
         now = self.clock.now()
+        if not self.may_send():
+            return False
         rows = await asyncio.to_thread(self.outbox.claim, now, self.batch)
         if not rows:
             return False
@@ -393,7 +398,15 @@ class OutboxWorker:
         """Keep our claim on the flight's rows `seconds` from now; drop any row another
         worker took meanwhile. False when none is ours any more."""
         until = self.clock.now() + seconds
-        ours = set(await asyncio.to_thread(self.outbox.hold, flight.rows, until))
+        try:
+            if not self.may_send():
+                raise LeaseLost("the lease ran out")
+            ours = set(await asyncio.to_thread(self.outbox.hold, flight.rows, until))
+        except LeaseLost as e:  # the rows are the new leader's once their claim lapses
+            log.warning("not sending %d row(s): this instance no longer leads (%s)",
+                        len(flight.rows), e)
+            flight.rows = []
+            return False
         if len(ours) < len(flight.rows):
             log.warning("claim on %d row(s) lapsed and was taken by another worker; "
                         "not sending them from here", len(flight.rows) - len(ours))
@@ -428,6 +441,8 @@ class OutboxWorker:
                           "happened, storing again in %gs (try %d)",
                           flight.rows[0].destination, type(e).__name__, e, wait, tries)
             await asyncio.sleep(wait)
+            if not self.may_send():  # not the leader now: recording is all that is left
+                continue
             try:  # and keep the claim meanwhile, so nobody sends it again
                 kept = await self._hold(flight, wait + STORE_MARGIN)
             except Exception:

@@ -12,8 +12,16 @@ from __future__ import annotations
 from sqlalchemy import exc
 
 
+class LeaseLost(Exception):
+    """This instance does not hold the leader's lease (any more): it must not store
+    decisions or start sends (store/lease.py). Transient for the batch writer: the
+    batch waits, and is dropped with the engine when the instance steps down."""
+
+
 def is_transient(error: BaseException) -> bool:
     """True when the same write may succeed later (connection, lock, disk, timeout)."""
+    if isinstance(error, LeaseLost):
+        return True
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
     return isinstance(error, (exc.OperationalError, exc.InterfaceError, exc.TimeoutError,

@@ -80,6 +80,7 @@ class Outbox:
                         claimed_until=now + self.lease)
                 .returning(*t.notifications.c))
         with self.store.engine.begin() as conn:
+            self.store.fenced(conn)
             rows = list(conn.execute(stmt).mappings().all())
             rows += self._claim_group_mates(conn, rows, now)
         return sorted((_outgoing(r) for r in rows), key=lambda o: (o.created_at, o.id))
@@ -111,6 +112,7 @@ class Outbox:
         if self.store.dialect == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         with self.store.engine.begin() as conn:
+            self.store.fenced(conn)
             rows = conn.execute(
                 update(t.notifications).where(N.id.in_(pick.scalar_subquery()))
                 .values(status="sending", claimed_by=self.worker,
@@ -130,6 +132,7 @@ class Outbox:
         took since is theirs now, and must not be sent from here as well."""
         ours: list[int] = []
         with self.store.engine.begin() as conn:
+            self.store.fenced(conn)  # the send starts next: only while we lead
             for row in rows:
                 taken = conn.execute(
                     update(t.notifications)

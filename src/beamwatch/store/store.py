@@ -80,11 +80,19 @@ class Store:
         """`busy_timeout`: how long a SQLite write waits for another writer's lock."""
         self.url = url
         self.engine = make_engine(url, busy_timeout)
+        # (conn) -> None, raising LeaseLost unless this instance leads (ha.py): called in
+        # the transaction of every write only the leader may make
+        self.fence: Callable[[Connection], None] | None = None
         if migrate:
             upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def fenced(self, conn: Connection) -> None:
+        """A write only the leader of an HA pair may make: check its lease in `conn`."""
+        if self.fence is not None:
+            self.fence(conn)
 
     @property
     def dialect(self) -> str:
@@ -101,6 +109,7 @@ class Store:
         if conn is None:
             with self.engine.begin() as c:
                 return self.record(items, notifications, c, also)
+        self.fenced(conn)
         if also is not None:
             also(conn)
         ids = []
@@ -241,6 +250,7 @@ class Store:
         if not rows:
             return
         with self.engine.begin() as conn:
+            self.fenced(conn)
             self._upsert(conn, t.latest_values, rows, ["check_id"])
 
     def latest(self) -> dict[str, LatestValue]:
@@ -260,6 +270,7 @@ class Store:
         clean = [dict(r, vlast=json_value(r["vlast"]),
                       vmin=_finite(r["vmin"]), vmax=_finite(r["vmax"])) for r in rows]
         with self.engine.begin() as conn:
+            self.fenced(conn)
             self._upsert(conn, t.value_history, clean, ["check_id", "minute"])
 
     def history(self, check_id: str, since: float, until: float | None = None) -> list[dict]:
@@ -326,9 +337,11 @@ class Store:
         stmt = update(t.commands).where(t.commands.c.id == command_id).values(
             status=status, result=result, done_at=now)
         if conn is not None:
+            self.fenced(conn)
             conn.execute(stmt)
             return
         with self.engine.begin() as c:
+            self.fenced(c)
             c.execute(stmt)
 
     def command(self, command_id: int) -> Command | None:
@@ -340,17 +353,34 @@ class Store:
     # -- the engine's heartbeat (is `beamwatch run` alive?) ----------------------------
 
     def beat(self, name: str, pid: int, host: str, started: float, now: float,
-             config_file: str) -> None:
+             config_file: str, role: str = "leader", url: str | None = None) -> None:
+        """One instance's beat (`name`: its id); `role`: leader or standby."""
         row = {"pid": pid, "host": host, "started": started, "beat": now,
-               "config_file": config_file}
+               "config_file": config_file, "role": role, "url": url}
         with self.engine.begin() as conn:
             self._upsert(conn, t.engine_heartbeat, [{"name": name, **row}], ["name"])
 
     def last_beat(self) -> dict | None:
+        """The newest beat of a leader: is an engine deciding and sending?"""
+        c = t.engine_heartbeat.c
         with self.engine.connect() as conn:
-            r = conn.execute(select(t.engine_heartbeat).order_by(
-                t.engine_heartbeat.c.beat.desc())).mappings().first()
+            r = conn.execute(select(t.engine_heartbeat)
+                             .where(c.role.is_(None) | (c.role == "leader"))
+                             .order_by(c.beat.desc())).mappings().first()
         return dict(r) if r else None
+
+    def instances(self) -> list[dict]:
+        """Every instance that beat recently enough to be remembered, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.engine_heartbeat)
+                                .order_by(t.engine_heartbeat.c.beat.desc())).mappings().all()
+        return [dict(r) for r in rows]
+
+    def forget_instances(self, before: float) -> int:
+        """Instances silent since `before` (stopped, replaced) leave the list."""
+        with self.engine.begin() as conn:
+            return conn.execute(delete(t.engine_heartbeat)
+                                .where(t.engine_heartbeat.c.beat < before)).rowcount
 
     def count(self, table_name: str) -> int:
         table = t.metadata.tables[table_name]

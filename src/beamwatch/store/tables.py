@@ -146,6 +146,8 @@ engine_heartbeat = Table(
     Column("started", Float),
     Column("beat", Float, nullable=False),
     Column("config_file", Text),
+    Column("role", String(20)),  # leader, standby (since 0006; one row per instance)
+    Column("url", String(300)),  # the instance's web front end, if it serves one
 )
 
 # --- noise control (migration 0002): silences, mode overrides and changes, incidents ----------
@@ -251,4 +253,19 @@ overlays = Table(
     Column("ended_by", String(200)),
     Index("ix_overlays_active", "ended_at"),
     sqlite_autoincrement=True,
+)
+
+# --- an HA pair (migration 0006): who leads -----------------------------------------------
+
+leases = Table(
+    "leases", metadata,  # one row per lease; "engine": the instance that decides and sends
+    Column("name", String(50), primary_key=True),
+    Column("holder", String(200)),  # the instance id; NULL when released
+    Column("host", String(200)),
+    Column("pid", Integer),
+    Column("token", Integer, nullable=False, default=0),  # fencing: +1 at each new holder
+    Column("renewals", Integer, nullable=False, default=0),  # +1 at each renewal
+    Column("acquired", Float),  # database time (epoch seconds), never a host's clock
+    Column("expires", Float, nullable=False, default=0.0),
+    Column("url", String(300)),
 )

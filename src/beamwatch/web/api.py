@@ -114,6 +114,7 @@ def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
         return JSONResponse({
             "beamline": cfg.beamline, "timezone": cfg.timezone, "time": now,
             "engine_running": service.engine_alive(backend.store, now),
+            "instances": service.instances(backend.store, now),
             "mode": noise_api.mode_status(cfg, backend.store, now).to_json(cfg.timezone),
             "checks": [r.to_json() for r in rows]})
 

@@ -36,6 +36,7 @@ class Snapshot:
     loop_lag: float = 0.0
     last_tick_age: float | None = None
     healthy: bool = True
+    leader: bool = True  # this instance decides and sends (an HA pair's standby: False)
 
 
 class _Collector(Collector):
@@ -83,6 +84,8 @@ class _Collector(Collector):
         yield gauge("last_tick_age_seconds", "Seconds since the engine last ticked",
                     s.last_tick_age)
         yield gauge("healthy", "1 while beamwatch does its job (as /healthz)", int(s.healthy))
+        yield gauge("leader", "1 on the instance that decides and sends; 0 on a standby",
+                    int(s.leader))
 
 
 def router(snapshot: Callable[[], Snapshot]) -> APIRouter:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from ..config.schema import WebConfig
+from ..model import Severity
 from ..sources.heartbeat import HEARTBEAT_SOURCE, Beat, judge
 from .api import Backend
 from .app import create_app
@@ -105,7 +106,7 @@ def for_app(application: App, web: WebConfig | None = None,
     sock = bind(*address)
     app = create_app(receive_beat=lambda check_id, token, message:
                      _receive(application, check_id, token, message),
-                     verdict=lambda: application.monitor.health.verdict(application.clock.now()),
+                     verdict=lambda: verdict(application),
                      slack_events=(slack.http_handler() if slack is not None
                                    and slack.settings.mode == "http" else None),
                      backend=Backend(lambda: application.config, application.store,
@@ -116,15 +117,25 @@ def for_app(application: App, web: WebConfig | None = None,
     return WebServer(app, sock)
 
 
+def verdict(application: App) -> tuple[bool, str]:
+    """/healthz: the self-monitor's judgement; a standby is healthy while it stands by."""
+    if application.leadership.role == "standby":
+        return True, "standby: another instance leads"
+    return application.monitor.health.verdict(application.clock.now())
+
+
 def snapshot(application: App) -> Snapshot:
     """The metrics of a running App, from memory."""
     engine, health = application.engine, application.monitor.health
     now = application.clock.now()
     checks = dict.fromkeys(("OK", "MINOR", "MAJOR", "INVALID"), 0)
     acked = 0
+    leader = application.leadership.role == "leader"
+    stored = {} if leader else application.store.severities()  # a standby's engine is idle
     for check_id in application.config.check_ids:
         state = engine.state_of(check_id)
-        severity = state.severity.name if state is not None else "OK"
+        severity = (state.severity.name if state is not None else "OK") if leader else \
+            Severity(stored.get(check_id, 0)).name
         checks[severity] += 1
         acked += bool(state is not None and state.acked and state.severity)
     figures = health.figures
@@ -140,7 +151,7 @@ def snapshot(application: App) -> Snapshot:
         store_write_errors=stats.write_errors, quarantined=stats.quarantined,
         loop_lag=health.loop_lag,
         last_tick_age=(now - stats.last_tick) if stats.last_tick is not None else None,
-        healthy=health.verdict(now)[0])
+        healthy=health.verdict(now)[0], leader=leader)
 
 
 def _receive(application: App, check_id: str, token: str | None, message: str | None) -> Beat:

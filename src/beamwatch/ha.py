@@ -1,0 +1,213 @@
+"""An HA pair: two `beamwatch run` with one config and one PostgreSQL store.
+
+Active/standby with a lease in the store (docs/decisions/0006-ha-pair.md). The
+instance holding the "engine" lease is the leader: it subscribes, decides,
+stores and sends. The other is the standby: it serves the web front end and the
+Slack bot from the store (acks, silences and mode changes are store rows, so
+they hold on both) and looks at the lease every second. A leader that dies,
+hangs or is cut off stops renewing; once its lease has expired, AND stayed so,
+unrenewed, for `CONFIRM` more seconds, the standby takes it and starts as a
+restarted instance does: it takes back the stored alarm states, incidents and
+who was paged, then subscribes. The wait for `CONFIRM` lets a leader that lost
+only the database (a PostgreSQL restart) renew first and keep its place, with
+the decisions it kept in memory meanwhile.
+
+Safety does not rest on timing: every decision stored and every notification
+claimed checks the fencing token in its own transaction (store/lease.py), and
+the outbox worker will not start a send unless `held()` — the lease renewed
+less than `ttl` ago by this process's monotonic clock, which a frozen process
+(SIGSTOP) sees run on.
+
+With SQLite (one host, one process) the same code runs: the lease is simply
+always ours, and a restart after a crash takes it back at once (the holder's
+pid is dead on this host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+
+from sqlalchemy.engine import Connection
+
+from .store import Store
+from .store.errors import describe
+from .store.lease import Holder, Lease, LeaseStore
+
+log = logging.getLogger("beamwatch.ha")
+
+TTL = 5.0  # seconds a lease lasts without renewal
+RENEW = 1.0  # the leader renews this often (and retries this often when it fails)
+CONFIRM = 2.0  # an expired lease must stay unrenewed this long before a standby takes it
+LOOK = 1.0  # the standby looks at the lease this often
+
+
+def here(url: str | None = None) -> Holder:
+    """This process. BEAMWATCH_HOST names the host when its hostname does not tell the
+    pair's members apart (containers; tests that play two hosts on one)."""
+    host = os.environ.get("BEAMWATCH_HOST") or socket.gethostname()
+    pid = os.getpid()
+    return Holder(f"{host}:{pid}:{secrets.token_hex(2)}", host, pid, url)
+
+
+def _dead_here(lease: Lease, me: Holder) -> bool:
+    """The holder ran on this host and its process is gone (a crash, a kill -9), or it
+    was an earlier App of this very process (one that stepped down or was dropped)."""
+    if lease.holder is None or lease.host != me.host or not lease.pid:
+        return False
+    if lease.pid == me.pid:
+        return lease.holder != me.id
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+class Leadership:
+    """This instance's part in the pair: standby until it holds the lease, then the
+    leader until it loses it."""
+
+    def __init__(self, store: Store, me: Holder, ttl: float = TTL, renew: float = RENEW,
+                 confirm: float = CONFIRM, look: float = LOOK,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 now: Callable[[], float] | None = None):
+        self.leases = LeaseStore(store, now=now)
+        self.me = me
+        self.ttl, self.renew_every, self.confirm, self.look = ttl, renew, confirm, look
+        self._monotonic = monotonic
+        self.token: int | None = None
+        self.valid_until = 0.0  # monotonic: the lease is ours until then at least
+        self.since: float | None = None  # wall time we became the leader
+        self._seen: tuple[int, int, float] | None = None  # (token, renewals, when) expired
+        self.leader: Lease | None = None  # as last read, for status
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.token is not None else "standby"
+
+    def held(self) -> bool:
+        """Ours for sure right now (no database round trip): renewed less than a
+        lease's length ago, by this process's monotonic clock."""
+        return self.token is not None and self._monotonic() < self.valid_until
+
+    def fence(self, conn: Connection) -> None:
+        """In a writing transaction: raise LeaseLost unless this instance leads."""
+        self.leases.check(conn, self.me, self.token)
+
+    # -- the standby ------------------------------------------------------------------
+
+    def try_lead(self) -> bool:
+        """One look at the lease (blocking: run it off the loop); True when it is ours now."""
+        lease = self.leases.read()
+        self.leader = lease
+        if not self._may_take(lease):
+            return False
+        started = self._monotonic()
+        token = self.leases.acquire(self.me, self.ttl, lease)
+        if token is None:
+            self._seen = None
+            return False
+        self.token, self.valid_until, self.since = token, started + self.ttl, time.time()
+        took_over = lease.holder is not None and lease.pid != self.me.pid
+        (log.warning if took_over else log.info)(
+            "this instance leads now", extra={"instance": self.me.id, "token": token,
+                                              "previous": lease.holder})
+        return True
+
+    def _may_take(self, lease: Lease) -> bool:
+        if lease.holder is None or _dead_here(lease, self.me):
+            return True
+        if not lease.expired:
+            self._seen = None
+            return False
+        key = (lease.token, lease.renewals)
+        if self._seen is None or self._seen[:2] != key:
+            self._seen = (*key, self._monotonic())
+            log.warning("the leader's lease has expired; taking over in %.0f s unless it "
+                        "renews", self.confirm, extra={"leader": lease.holder})
+            return False
+        return self._monotonic() - self._seen[2] >= self.confirm
+
+    async def wait_to_lead(self, stop: asyncio.Event,
+                           standing_by: Callable[[], None] | None = None) -> bool:
+        """Look at the lease every `look` seconds until it is ours (True) or `stop`."""
+        failing = False
+        while not stop.is_set():
+            try:
+                if await asyncio.to_thread(self.try_lead):
+                    return True
+            except Exception as e:  # the store is away: keep looking
+                if not failing:
+                    log.error("cannot read the lease: %s", describe(e))
+                failing = True
+            else:
+                failing = False
+                if standing_by is not None:
+                    standing_by()
+            try:
+                async with asyncio.timeout(self.look):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+        return False
+
+    # -- the leader -------------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Renew once (blocking); False when the lease is another instance's now.
+        Raises when the store cannot be reached."""
+        if self.token is None:
+            return False
+        started = self._monotonic()
+        if not self.leases.renew(self.me, self.token, self.ttl):
+            log.error("this instance lost the lease to another; stepping down",
+                      extra={"instance": self.me.id})
+            self.token = None
+            return False
+        self.valid_until = started + self.ttl
+        return True
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        """Renew every `renew` seconds; return when the lease is lost to another
+        instance. A store that cannot be reached is not a loss: we keep trying, and
+        `held()` turns false when the lease runs out meanwhile."""
+        failing = False
+        while not stop.is_set():
+            try:
+                ours = await asyncio.to_thread(self.refresh)
+            except Exception as e:
+                if not failing:
+                    log.error("cannot renew the lease (the store?): %s", describe(e))
+                failing = True
+            else:
+                if not ours:
+                    return
+                if failing:
+                    log.warning("lease renewed again")
+                failing = False
+            try:
+                async with asyncio.timeout(self.renew_every):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+
+    def release(self) -> None:
+        """A clean stop: hand the lease over at once (blocking)."""
+        if self.token is None:
+            return
+        try:
+            self.leases.release(self.me, self.token)
+        except Exception as e:  # it expires by itself
+            log.warning("could not release the lease: %s", describe(e))
+        self.token = None
+
+
+__all__ = ["Holder", "Leadership", "here"]
