@@ -111,6 +111,7 @@ class App:
         self.monitor = SelfMonitor(self.config, self.engine, self.clock)  # beamwatch.* checks
         self.sources.setdefault(self.monitor.source.name, self.monitor.source)
         self.started = self.clock.now()
+        self._stood_by = False  # this instance waited as an HA standby before it led
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._side: dict[str, asyncio.Task] = {}  # store reads beside the tick
@@ -182,10 +183,10 @@ class App:
 
     def _standing_by(self) -> None:
         """A standby has looked at the lease and it is held: say so once."""
-        if not getattr(self, "_said_standby", False):
+        if not self._stood_by:
             holder = self.leadership.leader.holder if self.leadership.leader else None
             log.warning("standing by: another instance leads", extra={"leader": holder})
-            self._said_standby = True
+            self._stood_by = True
 
     def serving(self, url: str | None) -> None:
         """The web front end's address, shown to the other instance and in `status`."""
@@ -200,6 +201,8 @@ class App:
         if self.leadership.token is None and not await asyncio.to_thread(
                 self.leadership.try_lead):
             raise RuntimeError(f"another instance leads: {self.leadership.leader}")
+        if self._stood_by:  # the checks were built at __init__: the leader changed them since
+            await self.engine.write(self.engine.restore_states)
         now = self.clock.now()
         incidents = await self.engine.write(self.noise_store.open_incidents)
         last = await self.engine.write(self.store.last_incidents)

@@ -147,6 +147,12 @@ class Engine:
 
     # -- set-up and reload ----------------------------------------------------------------
 
+    def restore_states(self) -> None:
+        """Take the stored alarm states again (blocking): an HA standby built its checks
+        when it started, and the leader it takes over from has changed them since."""
+        self.runtimes, self.by_address, self.readers = {}, {}, {}
+        self._build(self.config, self.store.load_states())
+
     def _build(self, config: Config, states: dict[str, AlarmState]) -> None:
         now = self.clock.now()
         ids = CheckNames(config.check_ids)

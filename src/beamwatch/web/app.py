@@ -20,18 +20,19 @@ def create_app(*, receive_beat: heartbeat.ReceiveBeat, verdict: health.Verdict,
                slack_events: slack_events_.Handler | None = None,
                backend: api.Backend | None = None,
                web: Callable[[], WebConfig] | None = None,
-               snapshot: Callable[[], metrics.Snapshot] | None = None) -> FastAPI:
+               snapshot: Callable[[], metrics.Snapshot] | None = None,
+               leader: Callable[[], str | None] = lambda: None) -> FastAPI:
     """The app, talking to the running engine only through what it is given:
     `receive_beat(check_id, token, message) -> Beat` (the heartbeat source),
     `verdict() -> (healthy, why)` (the self-monitor's judgement), with the Slack
     bot in HTTP mode its request handler (`POST /slack/events`), the API's
-    `backend` with the `web` settings (who may change things), and the metrics'
-    `snapshot`."""
+    `backend` with the `web` settings (who may change things), the metrics'
+    `snapshot`, and on an HA pair's standby the `leader()`'s web address."""
     app = FastAPI(title="beamwatch", description="The beamline's alarms, log, silences "
                   "and mode. Reading is open; a change needs an identity (web.tokens or "
                   "the trusted proxy's header).", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json" if backend is not None else None)
-    app.include_router(heartbeat.router(receive_beat))
+    app.include_router(heartbeat.router(receive_beat, leader))
     app.include_router(health.router(verdict))
     if slack_events is not None:
         app.include_router(slack_events_.router(slack_events))

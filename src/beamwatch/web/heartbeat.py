@@ -4,7 +4,9 @@
 or text, at most MAX_BODY bytes) is kept as the beat's message, shown with the
 check's state. Answers: 200 accepted; 400 not a heartbeat check; 401 missing or
 wrong token (nothing recorded); 404 unknown check; 413 body too large; 503 a
-heartbeat check added by a reload (beamwatch needs a restart to take its beats)."""
+heartbeat check added by a reload (beamwatch needs a restart to take its beats).
+On an HA pair's standby a beat is noted (for a takeover) and answered 307 with the
+leader's address, so a client that follows redirects (curl -L) reaches the leader."""
 
 from __future__ import annotations
 
@@ -35,10 +37,14 @@ class BodyTooLarge(Exception):
     pass
 
 
-def router(receive: ReceiveBeat) -> APIRouter:
+def router(receive: ReceiveBeat, leader: Callable[[], str | None] = lambda: None
+           ) -> APIRouter:
+    """`leader()`: the leading instance's web address when this one stands by."""
     from .api import errors  # the one error shape of the API
 
-    routes = APIRouter(tags=["heartbeats"], responses=errors(400, 401, 404, 413, 422, 503))
+    routes = APIRouter(tags=["heartbeats"], responses={
+        **errors(400, 401, 404, 413, 422, 503),
+        307: {"description": "a standby: noted, and sent on to the leader"}})
 
     @routes.post("/api/heartbeat/{check_id}", summary="A beat of a heartbeat check")
     async def heartbeat(check_id: str, request: Request) -> JSONResponse:
@@ -49,6 +55,11 @@ def router(receive: ReceiveBeat) -> APIRouter:
         outcome = receive(check_id, _bearer(request.headers.get("authorization")),
                           _message(body))
         if outcome is Beat.ACCEPTED:
+            elsewhere = leader()
+            if elsewhere:
+                return JSONResponse({"check": check_id, "status": "standby", "leader": elsewhere},
+                                    status_code=307, headers={
+                                        "Location": f"{elsewhere}/api/heartbeat/{check_id}"})
             return JSONResponse({"check": check_id, "status": "accepted"})
         status, text = _ANSWERS[outcome]
         shown = check_id[:100]

@@ -113,8 +113,17 @@ def for_app(application: App, web: WebConfig | None = None,
                                      application.engine.history.unstored,
                                      application.clock.now),
                      web=lambda: application.config.web,
-                     snapshot=lambda: snapshot(application))
+                     snapshot=lambda: snapshot(application),
+                     leader=lambda: leader_url(application))
     return WebServer(app, sock)
+
+
+def leader_url(application: App) -> str | None:
+    """Where the leader's web front end is, while this instance stands by."""
+    seen = application.leadership.leader
+    if application.leadership.role == "leader" or seen is None or seen.expired:
+        return None
+    return seen.url
 
 
 def verdict(application: App) -> tuple[bool, str]:

@@ -1,0 +1,167 @@
+"""HA failover benchmark: the leader of a pair killed (or frozen) right before a fault.
+
+Two `beamwatch run` processes (tests/support/ha_pair.py) on one private PostgreSQL
+cluster (initdb + pg_ctl on a free port), one softIoc, one webhook receiver. Each
+round: SIGKILL the current leader, at once raise a fault on a fresh check, and time
+fault -> the page arriving (sent by the survivor); then wait for duplicates, clear
+the fault, and start the killed member again (it stands by). Rounds alternate the
+members. `--freeze N` rounds SIGSTOP the leader for 30 s instead and SIGCONT it
+after: it must send nothing. Reported: time to page p50/max, duplicates (any
+notification received twice) and losses (a fault never paged).
+
+    .venv/bin/python bench/ha_failover.py                 # 20 kills, 2 freezes
+    .venv/bin/python bench/ha_failover.py --kills 5 --freezes 0
+
+The members play two hosts (BEAMWATCH_HOST), so a killed leader is replaced when its
+lease runs out, as in a real pair (on one host a dead pid is seen at once).
+Results: bench/results/ha_failover.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.ha_pair import Pair, write_config  # noqa: E402
+from tests.support.ioc import Ioc  # noqa: E402
+from tests.support.pgcluster import PgCluster, pg_bin  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+CHECKS = 6  # the pair's config has temp-1 .. temp-6; each round uses one, round-robin
+
+
+class Receiver:
+    """The webhook: (arrival time, message) of everything received."""
+
+    def __init__(self):
+        self.got: list[tuple[float, dict]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with receiver.lock:
+                    receiver.got.append((time.monotonic(), body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def alarms(self, check: str, after: float) -> list[float]:
+        with self.lock:
+            return [t for t, m in self.got if m["kind"] == "alarm" and check in m["check_ids"]
+                    and t >= after]
+
+    def duplicates(self) -> int:
+        with self.lock:
+            ids = [m["id"] for _, m in self.got]
+        return len(ids) - len(set(ids))
+
+
+def one_round(pair: Pair, receiver: Receiver, n: int, freeze: bool) -> dict:
+    leader = pair.member(pair.holder())
+    other = pair.b if leader is pair.a else pair.a
+    check = n % CHECKS + 1
+    if freeze:
+        leader.freeze()
+    else:
+        leader.kill()
+    t0 = time.monotonic()
+    pair.set(check, 20)
+    try:
+        wait_for(lambda: receiver.alarms(f"temp-{check}", t0), 60, "the page")
+        paged = receiver.alarms(f"temp-{check}", t0)[0] - t0
+    except AssertionError:
+        paged = None
+    if freeze:
+        time.sleep(max(0.0, 30 - (time.monotonic() - t0)))
+        leader.thaw()
+        wait_for(lambda: pair.roles().get(leader.name) == "standby", 60, "standing by")
+    time.sleep(3)  # a duplicate would have come by now
+    pages = len(receiver.alarms(f"temp-{check}", t0))
+    pair.set(check, 1)
+    if not freeze:
+        leader.start()
+        wait_for(lambda: pair.roles().get(leader.name) == "standby", 60, "standing by")
+    assert pair.holder() == other.name
+    time.sleep(3)  # the resolve goes out before the next round's kill
+    return {"round": n, "how": "freeze" if freeze else "kill", "killed": leader.name,
+            "check": f"temp-{check}", "seconds_to_page": paged, "pages": pages}
+
+
+def summary(rounds: list[dict], receiver: Receiver) -> dict:
+    times = [r["seconds_to_page"] for r in rounds if r["seconds_to_page"] is not None]
+    return {"rounds": len(rounds), "p50_s": round(statistics.median(times), 2) if times else None,
+            "max_s": round(max(times), 2) if times else None,
+            "within_15_s": sum(t <= 15 for t in times),
+            "lost": sum(r["seconds_to_page"] is None for r in rounds),
+            "paged_twice": sum(r["pages"] > 1 for r in rounds),
+            "duplicate_messages": receiver.duplicates()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--freezes", type=int, default=2)
+    args = ap.parse_args()
+    bindir = pg_bin()
+    if bindir is None:
+        sys.exit("initdb/pg_ctl not found: apt-get install postgresql")
+    os.environ.setdefault("EPICS_CA_AUTO_ADDR_LIST", "NO")
+    work = Path(tempfile.mkdtemp(prefix="bw-ha-bench-"))
+    cluster = PgCluster(bindir)
+    receiver = Receiver()
+    db = "".join(f'record(ai, "$(P)T{i}") {{ field(VAL, "1") }}\n' for i in range(1, 7))
+    ioc = Ioc(db)
+    cfg = write_config(work / "ha.yaml", ioc, receiver.url, cluster.url)
+    pair = Pair(cfg, ioc, cluster.url, work)
+    rounds: list[dict] = []
+    try:
+        pair.start()
+        plan = [False] * args.kills + [True] * args.freezes
+        for n, freeze in enumerate(plan):
+            rounds.append(one_round(pair, receiver, n, freeze))
+            r = rounds[-1]
+            print(f"round {n + 1}/{len(plan)} {r['how']} {r['killed']}: paged in "
+                  f"{r['seconds_to_page']} s, {r['pages']} page(s)", flush=True)
+    finally:
+        print(pair.close()[-3000:] if rounds and rounds[-1]["pages"] != 1 else "", end="")
+        ioc.close()
+        cluster.close()
+    kills = [r for r in rounds if r["how"] == "kill"]
+    freezes = [r for r in rounds if r["how"] == "freeze"]
+    result = {"bench": "ha_failover", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "load_average_1min": os.getloadavg()[0]},
+              "hosts": "two host names (the lease must run out)",
+              "lease": {"ttl_s": 5.0, "renew_s": 1.0, "confirm_s": 2.0},
+              "goal": "exactly one page within 15 s of the fault",
+              "kills": summary(kills, receiver) if kills else None,
+              "freezes_30s": summary(freezes, receiver) if freezes else None,
+              "rounds": rounds}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ha_failover.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("hosts", "kills", "freezes_30s")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
