@@ -252,3 +252,14 @@ overlays = Table(
     Index("ix_overlays_active", "ended_at"),
     sqlite_autoincrement=True,
 )
+
+# --- alerts in (migration 0008): Alertmanager's firing alerts, kept across a restart ------
+
+alerts = Table(
+    "alerts", metadata,  # one row per firing alert (by Alertmanager's fingerprint)
+    Column("fingerprint", String(64), primary_key=True),
+    Column("labels", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("starts_at", Float, nullable=False),
+    Column("received", Float, nullable=False),  # when Alertmanager last sent it
+)
