@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from ..config.schema import WebConfig
-from ..sources.heartbeat import HEARTBEAT_SOURCE, Beat, judge
 from ..sources.alertmanager import ALERTMANAGER_SOURCE, Received, WebhookIn
+from ..sources.heartbeat import HEARTBEAT_SOURCE, Beat, judge
 from .alertmanager import NotStarted
 from .api import Backend
 from .app import create_app
