@@ -814,7 +814,7 @@ class AlertmanagerConfig(Strict):
     """Alerts in from Prometheus Alertmanager's webhook (sources/alertmanager.py)."""
 
     # an alert's `severity` label -> the check's severity; a value not listed gives `default`
-    severities: dict[str, AlarmSeverityName | Literal["ok"]] = AM_SEVERITIES
+    severities: dict[str, Literal["minor", "major", "invalid", "ok"]] = AM_SEVERITIES
     default: AlarmSeverityName = "major"
     # a firing alert Alertmanager has not sent again within this is forgotten (as its own
     # resolve_timeout does): more than the receiver's repeat_interval (4h by default)
