@@ -27,7 +27,7 @@ import httpx
 
 from ..config.types import Secret
 from ..model import Severity
-from ._redact import register
+from ._redact import register, url_secrets
 from .base import BaseNotifier, Delivery, ErrorKind, Message, http_failure
 from .webhook import USER_AGENT, _iso, describe_url
 
@@ -53,6 +53,9 @@ class AlertmanagerNotifier(BaseNotifier):
                  ends_after: float = 86400.0, timeout: float = 10.0,
                  client: httpx.AsyncClient | None = None):
         base = url.get() if isinstance(url, Secret) else str(url)
+        # the password of http://user:pass@host, never the whole URL: it is also the
+        # destination people read in logs
+        register(*url_secrets(base)[1:])
         self._url = base.rstrip("/") + "/api/v2/alerts"
         super().__init__(name, f"alertmanager {describe_url(base)}", timeout)
         self.checks = checks
