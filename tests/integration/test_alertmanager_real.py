@@ -122,7 +122,7 @@ channels:
   am: {{kind: alertmanager, url: "{am}", labels: {{team: mx}}}}
   pager: {{kind: webhook, webhook_url: "{pager}"}}
 routes:
-  - {{match: {{labels: {{alertname: NodeDown}}}}, to: ["channel:pager"]}}
+  - {{match: {{labels: {{alertname: NodeDown, job: node}}}}, to: ["channel:pager"]}}
   - {{match: {{check: det-temp}}, to: ["channel:am"]}}
 """
 
@@ -211,7 +211,9 @@ async def test_an_alert_through_alertmanager_pages_mutes_dependents_survives_res
             assert state.message == ("NodeDown (instance=ws1:9100, job=node) firing: "
                                      "ws1 is not answering")
             pages = await until(lambda: [r for r, _ in httpserver.log if r.path == "/page"])
-            assert pages[0].json["check_ids"] == ["ws1-down"]  # routed by the alert's label
+            # routed by a label of the alert (job) that its check does not select on
+            assert pages[0].json["check_ids"] == ["ws1-down"]
+            assert pages[0].json["labels"]["job"] == "node"
 
             bw.source.push(PV, 35.0)  # a consequence of the workstation being down
             await until(lambda: bw.severity("det-temp") == Severity.MAJOR)

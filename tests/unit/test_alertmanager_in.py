@@ -85,6 +85,13 @@ async def test_labels_pick_the_first_check_and_severity_label_its_severity(sourc
     assert other.message.startswith("2 alerts firing: ")
 
 
+async def test_the_labels_its_firing_alerts_share_travel_with_the_sample(source):
+    await source.receive(webhook(alert("Backup", job="tape", host="a", severity="warning"),
+                                 alert("Scrub", job="tape", host="b", severity="warning")))
+    sample = source.sample("other-alerts", source.clock.now())
+    assert sample.labels == {"job": "tape", "severity": "warning"}
+
+
 async def test_the_same_fingerprint_again_is_one_alert_and_resolved_is_ok(source):
     for _ in range(3):
         await source.receive(webhook(alert("DiskFull", instance="a", severity="critical")))

@@ -9,7 +9,9 @@ Mapping (docs/decisions/0009-alertmanager.md):
   the same way when a sender leaves it out): the same alert sent again replaces itself.
 - A check's value is the number of its alerts firing; its severity the worst of their
   `severity` labels through `alertmanager.severities` (critical -> major, warning ->
-  minor by default); its message names them. No alert firing: OK.
+  minor by default); its message names them. No alert firing: OK. The labels all its
+  firing alerts share travel with the sample: routes, silences and messages see them
+  under the check's own labels (paging/decide.py).
 - `status: resolved` ends an alert at once. A firing alert Alertmanager has not sent
   again within `alertmanager.forget_after` is forgotten, as Alertmanager's own
   resolve_timeout forgets an alert its sender stopped refreshing: Alertmanager resends
@@ -83,6 +85,14 @@ class WebhookIn(BaseModel):
 
 
 # --- alerts ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSample(InternalSample):
+    """The sample of an `alert:` check: `labels` are those all its firing alerts share
+    (Alertmanager's commonLabels), which routes and silences see beside the check's."""
+
+    labels: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +322,11 @@ class AlertmanagerSource:
             note = f"{len(mine)} alerts firing: " + ", ".join(a.name for a in mine)
         if len(note) > NOTE_MAX:
             note = note[:NOTE_MAX] + "…"
-        return InternalSample(check_id, len(mine), max(a.received for a in mine), now,
-                              severity=severity, note=note)
+        common = dict(first.labels)
+        for a in mine[1:]:
+            common = {k: v for k, v in common.items() if a.labels.get(k) == v}
+        return AlertSample(check_id, len(mine), max(a.received for a in mine), now,
+                           severity=severity, note=note, labels=common)
 
     def emit(self, check_ids: Iterable[str]) -> None:
         now = self.clock.now()
