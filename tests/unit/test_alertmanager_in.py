@@ -163,6 +163,16 @@ async def test_restore_takes_back_recent_alerts_only(source):
     assert set(source.alerts) == {"f1"} and judged(source, "disk").value == 1
 
 
+async def test_a_reload_gives_kept_alerts_to_the_checks_that_now_take_them(source):
+    await source.receive(webhook(alert("DiskFull", instance="a")))
+    reloaded = Config.model_validate({"beamline": "T", "checks": [
+        {"id": "disk-a", "alert": {"alertname": "DiskFull", "instance": "a"}}]})
+    source.subscribe(["disk-a"])
+    source.reconfigure(reloaded)
+    assert source.sample("disk-a", source.clock.now()).value == 1
+    assert source.sample("disk", source.clock.now()).value == 0
+
+
 def test_times_as_alertmanager_writes_them():
     assert parse_time("2026-12-01T06:00:00.123456789Z", 0) == pytest.approx(1796104800.123456)
     assert parse_time("0001-01-01T00:00:00Z", 5.0) == 5.0
