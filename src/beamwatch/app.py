@@ -29,6 +29,7 @@ from .routing.oncall import OnCallResolver
 from .routing.router import Router
 from .sources.base import Source
 from .store import Store
+from .store.alerts import AlertStore
 from .store.audit import AuditLog
 from .store.errors import describe, is_transient
 from .store.noise import NoiseStore
@@ -59,6 +60,7 @@ SOURCE_CLASSES = {
     "sql": ("beamwatch.sources.sql", "SqlSource"),
     "files": ("beamwatch.sources.files", "FileSource"),
     "heartbeat": ("beamwatch.sources.heartbeat", "HeartbeatSource"),
+    "alertmanager": ("beamwatch.sources.alertmanager", "AlertmanagerSource"),
 }
 
 
@@ -214,6 +216,7 @@ class App:
         await self.sync_noise()
         await self.apply_commands()  # queued while no engine ran: on the state people saw
         await self._restore_beats()
+        await self._restore_alerts()
         await self.engine.start()
         await self.engine.flush()
 
@@ -230,6 +233,20 @@ class App:
         alarming = {cid for cid in beats
                     if (state := self.engine.state_of(cid)) is not None and state.active}
         source.restore(beats, alarming)
+
+    async def _restore_alerts(self) -> None:
+        """Alertmanager's firing alerts: stored as they arrive, taken back here (it sends
+        them again only every repeat_interval); from now on stored through the writer."""
+        source = self.sources.get("alertmanager")
+        if source is None or not hasattr(source, "restore"):
+            return
+        alerts = AlertStore(self.store)
+        source.restore(await asyncio.to_thread(alerts.firing))
+
+        async def keep(firing: list[dict], gone: list[str]) -> None:
+            await self.engine.write(alerts.apply, firing, gone)
+
+        source.keep = keep
 
     async def sync_noise(self) -> None:
         """Silences and the mode override live in the store (any front end writes them):

@@ -14,6 +14,7 @@ from schemathesis.checks import (
 )
 
 from beamwatch.app import App
+from beamwatch.sources.alertmanager import AlertmanagerSource
 from beamwatch.sources.soft import SoftSource
 from beamwatch.web.api import Backend
 from beamwatch.web.app import create_app
@@ -31,6 +32,7 @@ modes: {{names: [user, maintenance], default: user}}
 checks:
   - {{id: dcm-temp, group: optics, pv: "DCM:T", above: {{minor: 120, major: 140}}}}
   - {{id: fe-vacuum, group: vacuum, pv: "FE:VAC", above: {{major: 1e-7}}}}
+  - {{id: ws1-down, alert: {{alertname: NodeDown}}}}
 """
 
 
@@ -44,7 +46,8 @@ def api_schema(tmp_path_factory):
         receive_beat=lambda *_: Beat.UNKNOWN, verdict=lambda: (True, "healthy"),
         backend=Backend(lambda: app.config, app.store, lambda _: [],
                         clock=app.clock.now),
-        web=lambda: app.config.web)
+        web=lambda: app.config.web,
+        receive_alerts=AlertmanagerSource.from_config("alertmanager", app.config).receive)
     yield schemathesis.openapi.from_asgi("/openapi.json", web)
     app.store.close()
 

@@ -166,6 +166,14 @@ routes:""")
     assert report.totals[ONLY_NEW] == report.totals[ONLY_OLD] == 0
 
 
+def test_a_config_with_heartbeat_and_alertmanager_checks_replays(live):
+    config = variant(live, "routes:", """  - {id: collector, heartbeat: 5m}
+  - {id: ws1-down, alert: {alertname: NodeDown}}
+routes:""")
+    report = run(live, config)
+    assert sorted(report.no_data) == ["collector", "ws1-down"]
+
+
 def test_an_empty_period_says_so(live):
     report = run(live, since=T0 + 3 * 86400, until=T0 + 3 * 86400 + 3600)
     assert report.empty and report.rows == []

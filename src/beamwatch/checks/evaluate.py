@@ -88,6 +88,8 @@ class Check:
     def _judge(self, sample: Sample, inp: CheckInput, now: float,
                others: Mapping[str, Any]) -> Evaluation:
         value = sample.value
+        if self.config.alert is not None:  # the alerts' own severity (sources/alertmanager.py)
+            return Evaluation(sample.severity, getattr(sample, "note", None) or "", value, now)
         verdicts: list[tuple[Severity, str]] = []
         if self.config.above or self.config.below:
             number, problem = _as_number(value)

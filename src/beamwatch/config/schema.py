@@ -272,7 +272,7 @@ class FreeLevels(Strict):
 
 # The input keys of a check; exactly one is given. (pva/http/sql/files: issue 14)
 INPUT_KEYS = ("pv", "pva", "internal", "get", "post", "query", "file", "disk", "log", "read",
-              "heartbeat")
+              "heartbeat", "alert")
 POLLED_EVERY = {"get": 30.0, "post": 30.0, "query": 60.0, "file": 30.0, "disk": 60.0,
                 "log": 10.0, "read": 30.0}  # default `every:` of polled inputs
 
@@ -297,6 +297,10 @@ class CheckConfig(Strict):
     log: str | None = None  # a log file, tailed across rotation: matches of `match:`
     read: str | None = None  # a JSON or YAML file: the value at `json:`
     heartbeat: Duration | None = None  # POST /api/heartbeat/ID at least this often
+    # Prometheus Alertmanager's webhook (POST /api/alertmanager): the alerts whose labels
+    # equal all of these (sources/alertmanager.py); {} takes every alert no check before
+    # it took
+    alert: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] | None = None
     # what of the input is the value
     json_: str | None = Field(None, alias="json")  # JMESPath into a JSON body or file
     regex: str | None = None  # on an HTTP body: group 1 (or the match) is the value
@@ -374,7 +378,7 @@ class CheckConfig(Strict):
             return self.source or ("ca" if key == "pv" else "pva")
         if key in ("get", "post", "query"):
             return self.source or ""
-        return {"heartbeat": "heartbeat"}.get(key, "files")
+        return {"heartbeat": "heartbeat", "alert": "alertmanager"}.get(key, "files")
 
     @property
     def input_address(self) -> str:
@@ -416,9 +420,14 @@ class CheckConfig(Strict):
     def _sugar(cls, data: Any) -> Any:
         """`age: {major: 5m}` is `above:` on a file's age; `free_below: {minor: 20%}` is
         `below:` on a disk's free space (in % when the limits are, else in bytes);
-        `heartbeat: 5m` alone is `above: {major: 300}` on the last beat's age."""
+        `heartbeat: 5m` alone is `above: {major: 300}` on the last beat's age; an
+        `alert:` check has the labels it selects on as its own (for routes, silences)."""
         if not isinstance(data, dict):
             return data
+        alert, labels = data.get("alert"), data.get("labels", {})
+        if isinstance(alert, dict) and isinstance(labels, dict):
+            data = {**data, "labels": {**{k: v for k, v in alert.items()
+                                          if isinstance(v, str)}, **labels}}
         if "age" in data and "above" not in data and isinstance(data["age"], dict):
             data = {**data, "above": {k: _seconds(v) for k, v in data["age"].items()}}
         if data.get("heartbeat") is not None and not {"above", "below", "when"} & set(data):
@@ -443,14 +452,16 @@ class CheckConfig(Strict):
         if not given:
             raise ValueError("a check needs an input: pv: (Channel Access), pva: "
                              "(PVAccess), get:/post: (HTTP), query: (SQL), file:, disk:, "
-                             "log:, read:, heartbeat: or internal: (beamwatch's own health)")
+                             "log:, read:, heartbeat:, alert: (Alertmanager) or internal: "
+                             "(beamwatch's own health)")
         if len(given) > 1:
             raise ValueError(f"give exactly one input, not {' and '.join(given)}")
         key = given[0]
         if key in ("get", "post", "query") and not self.source:
             kind = "sql" if key == "query" else "http"
             raise ValueError(f"{key}: needs source: NAME, a source of kind {kind}")
-        if key in ("file", "disk", "log", "read", "heartbeat", "internal") and self.source:
+        if key in ("file", "disk", "log", "read", "heartbeat", "internal", "alert") \
+                and self.source:
             raise ValueError(f"source: is for pv:, pva:, get:/post: and query: checks, "
                              f"not {key}:")
         extras = {"body": ("post",), "regex": ("get", "post"), "column": ("query",),
@@ -462,6 +473,9 @@ class CheckConfig(Strict):
                 extra = extra.rstrip("_")
                 raise ValueError(f"{extra}: goes with {' or '.join(f'{i}:' for i in inputs)}, "
                                  f"not {key}:")
+        if key == "alert" and (self.above or self.below or self.when):
+            raise ValueError("alert: checks are judged by the alerts' own severity; drop "
+                             "above:/below:/when:")
         if key == "heartbeat" and (self.heartbeat or 0) <= 0:
             raise ValueError("heartbeat: the period must be more than 0s (e.g. 5m)")
         if key == "log" and not self.match:
@@ -507,7 +521,7 @@ MEASURES: dict[str, tuple[str, ...]] = {
     "get": ("value", "status", "latency", "cert_days"),
     "post": ("value", "status", "latency", "cert_days"), "query": ("value",),
     "file": ("age", "count", "growth"), "disk": ("free_percent", "free_bytes"),
-    "log": ("matches", "last"), "heartbeat": ("age",),
+    "log": ("matches", "last"), "heartbeat": ("age",), "alert": ("value",),
 }
 
 def _check_jmespath(expression: str) -> None:
@@ -674,7 +688,7 @@ class TeamConfig(Strict):
 
 class ChannelConfig(Strict):
     url: SecretValue | None = None  # an Apprise URL
-    kind: Literal["webhook", "email", "slack", "apprise"] | None = None
+    kind: Literal["webhook", "email", "slack", "apprise", "alertmanager"] | None = None
     # webhook
     webhook_url: SecretValue | None = None
     headers: dict[str, SecretValue] = {}
@@ -691,6 +705,12 @@ class ChannelConfig(Strict):
     token: SecretValue | None = None
     channel: str | None = None
     api_url: str | None = None
+    # alertmanager: url: is its address (http://alertmanager:9093); token: a bearer token,
+    # or username:/password: basic auth; labels: added to every alert posted
+    username: str | None = None
+    password: SecretValue | None = None
+    labels: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
+    ends_after: Duration = 86400.0  # a firing alert's endsAt: this long after it is posted
     timeout: Duration = 10.0
     fallback_after: Duration | None = None  # a person's channel failing this long: use their next
     expire: Duration = 3600.0  # older undelivered messages are folded into one summary
@@ -707,9 +727,21 @@ class ChannelConfig(Strict):
             else "kind email needs smtp_host: and sender:",
             "slack": None if self.token and self.channel
             else "kind slack needs token: and channel:",
+            "alertmanager": None if self.url else "kind alertmanager needs url: (e.g. "
+            "http://alertmanager:9093)",
         }[kind]
         if need:
             raise ValueError(need)
+        if kind == "alertmanager":
+            _http_url(self.url)
+            if self.token and self.username:
+                raise ValueError("give token: (bearer) or username:/password: (basic), "
+                                 "not both")
+        else:
+            stray = sorted({"username", "password", "labels", "ends_after"}
+                           & self.model_fields_set)
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: only for kind alertmanager")
         return self
 
 
@@ -772,6 +804,28 @@ class MaintenanceConfig(Strict):
         if (self.cron is None) == (self.rrule is None):
             raise ValueError("give exactly one of cron: or rrule:")
         return self
+
+
+AM_SEVERITIES = {"critical": "major", "error": "major", "page": "major", "warning": "minor",
+                 "info": "minor"}
+
+
+class AlertmanagerConfig(Strict):
+    """Alerts in from Prometheus Alertmanager's webhook (sources/alertmanager.py)."""
+
+    # an alert's `severity` label -> the check's severity; a value not listed gives `default`
+    severities: dict[str, Literal["minor", "major", "invalid", "ok"]] = AM_SEVERITIES
+    default: AlarmSeverityName = "major"
+    # a firing alert Alertmanager has not sent again within this is forgotten (as its own
+    # resolve_timeout does): more than the receiver's repeat_interval (4h by default)
+    forget_after: Duration = 5 * 3600.0
+
+    @field_validator("forget_after")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be more than 0s")
+        return v
 
 
 class NoiseConfig(Strict):
@@ -857,6 +911,7 @@ class Config(Strict):
     templates: str | None = None  # a folder of Jinja2 templates overriding the defaults
     slack: SlackConfig | None = None  # the Slack bot (beamwatch.slack), run by `beamwatch run`
     digest: DigestConfig | None = None  # a daily summary (paging/digest.py)
+    alertmanager: AlertmanagerConfig = AlertmanagerConfig()  # alerts in (alert: checks)
 
     @field_validator("timezone")
     @classmethod

@@ -11,6 +11,8 @@ A channel is one notifier:
     kind: webhook               -> WebhookNotifier (webhook_url or url, headers, timeout)
     kind: email                 -> EmailNotifier (smtp_*, sender, to)
     kind: slack                 -> SlackNotifier (token, channel, api_url, timeout)
+    kind: alertmanager          -> AlertmanagerNotifier (url, labels, token or
+                                   username/password, headers, ends_after, timeout)
     url: slack://xoxb-…/#chan   -> SlackNotifier too (a bot token can update messages)
     url: any other Apprise URL  -> AppriseNotifier
 
@@ -45,6 +47,7 @@ import httpx
 from ..config.schema import ChannelConfig, Config
 from ..config.types import Secret
 from ..model import Severity
+from .alertmanager import AlertmanagerNotifier, CheckInfo
 from .apprise_notifier import AppriseNotifier, AppriseUrlError, load_plugin
 from .base import Delivery, Message, Notifier
 from .email import EmailNotifier, SmtpSettings
@@ -212,11 +215,20 @@ def _smtp(ch: ChannelConfig) -> SmtpSettings:
 
 
 def channel_notifier(
-    name: str, ch: ChannelConfig, renderer: Renderer, client: httpx.AsyncClient | None = None
+    name: str, ch: ChannelConfig, renderer: Renderer, client: httpx.AsyncClient | None = None,
+    checks: Mapping[str, CheckInfo] | None = None,
 ) -> Notifier:
-    """The notifier for one channel; raises ValueError (AppriseUrlError) when unusable."""
+    """The notifier for one channel; raises ValueError (AppriseUrlError) when unusable.
+    `checks`: every check's (group, labels), for the labels of Alertmanager's alerts."""
     full = f"channel:{name}"
     kind = ch.kind or "apprise"
+    if kind == "alertmanager":
+        assert ch.url is not None  # the schema requires one
+        return AlertmanagerNotifier(full, ch.url, checks=checks or {}, labels=ch.labels,
+                                    token=ch.token, username=ch.username,
+                                    password=ch.password, headers=ch.headers,
+                                    ends_after=ch.ends_after, timeout=ch.timeout,
+                                    client=client)
     if kind == "webhook":
         url = ch.webhook_url or ch.url
         assert url is not None  # the schema requires one
@@ -273,11 +285,12 @@ def _build(
         except TemplateError as e:
             return {}, {}, [(("templates",), str(e))], None
     notifiers: dict[str, Notifier] = {}
+    checks = {c.id: (c.group, dict(c.labels)) for c in config.checks}
     for name, ch in config.channels.items():
         if (ch.kind == "email") and not ch.to:
             continue  # settings for people only; routes to it are reported below
         try:
-            notifiers[f"channel:{name}"] = channel_notifier(name, ch, renderer, client)
+            notifiers[f"channel:{name}"] = channel_notifier(name, ch, renderer, client, checks)
         except ValueError as e:
             problems.append((("channels", name, "url"), str(e)))
     for i, route in enumerate(config.routes):

@@ -369,7 +369,15 @@ class Decider:
 
     def _alert(self, check_id: str, severity: Severity, since: float, now: float) -> Alert:
         cfg = self.checks[check_id]
-        return Alert(check_id, cfg.group, cfg.labels, severity, since, self.noise.modes.mode(now))
+        return Alert(check_id, cfg.group, self._labels(check_id), severity, since,
+                     self.noise.modes.mode(now))
+
+    def _labels(self, check_id: str) -> dict[str, str]:
+        """The check's labels, over the labels its sample brings (an `alert:` check's:
+        those all its firing alerts share), for mute stages, routes and messages."""
+        own = self.checks[check_id].labels
+        brought = getattr(self.sample_of(check_id), "labels", None)
+        return {**brought, **own} if brought else dict(own)
 
     def _message(self, inc: Incident, check_id: str, kind: str, now: float, **extra) -> dict:
         """The Message of a page, as the outbox row stores it (notify.Message.to_dict)."""
@@ -384,7 +392,7 @@ class Decider:
             value=value_text(sample.value) if sample is not None else "",
             text=(state.message if state else "") or inc.summary,
             time=now, since=inc.opened, incident_id=inc.id, mode=self.noise.modes.mode(now),
-            link=self._link(inc.id), consequences=consequences, labels=dict(cfg.labels),
+            link=self._link(inc.id), consequences=consequences, labels=self._labels(check_id),
             timezone=self.config.timezone, **extra,
         ).to_dict()
 
@@ -407,7 +415,8 @@ class Decider:
     def _alarm_rows(self, inc: Incident, check_id: str, kind: str, now: float,
                     extra: dict) -> list[dict]:
         mode = self.noise.modes.mode(now)
-        result = self.router.route(check_id, inc.severity, now, mode)
+        result = self.router.route(check_id, inc.severity, now, mode,
+                                   labels=self._labels(check_id))
         base_message = self._message(inc, check_id, kind, now, **extra)
         message = base_message
         level = inc.severity.name

@@ -269,3 +269,14 @@ leases = Table(
     Column("expires", Float, nullable=False, default=0.0),
     Column("url", String(300)),
 )
+
+# --- alerts in (migration 0008): Alertmanager's firing alerts, kept across a restart ------
+
+alerts = Table(
+    "alerts", metadata,  # one row per firing alert (by Alertmanager's fingerprint)
+    Column("fingerprint", String(64), primary_key=True),
+    Column("labels", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("starts_at", Float, nullable=False),
+    Column("received", Float, nullable=False),  # when Alertmanager last sent it
+)

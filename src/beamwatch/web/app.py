@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config.schema import WebConfig
-from . import api, auth, events, health, heartbeat, metrics, pages
+from . import alertmanager, api, auth, events, health, heartbeat, metrics, pages
 from . import slack_events as slack_events_
 
 BODY_MAX = 64 * 1024  # bytes a request body may have (the heartbeat router keeps 4 KB)
@@ -21,13 +21,15 @@ def create_app(*, receive_beat: heartbeat.ReceiveBeat, verdict: health.Verdict,
                backend: api.Backend | None = None,
                web: Callable[[], WebConfig] | None = None,
                snapshot: Callable[[], metrics.Snapshot] | None = None,
-               leader: Callable[[], str | None] = lambda: None) -> FastAPI:
+               leader: Callable[[], str | None] = lambda: None,
+               receive_alerts: alertmanager.ReceiveAlerts | None = None) -> FastAPI:
     """The app, talking to the running engine only through what it is given:
     `receive_beat(check_id, token, message) -> Beat` (the heartbeat source),
     `verdict() -> (healthy, why)` (the self-monitor's judgement), with the Slack
     bot in HTTP mode its request handler (`POST /slack/events`), the API's
     `backend` with the `web` settings (who may change things), the metrics'
-    `snapshot`, and on an HA pair's standby the `leader()`'s web address."""
+    `snapshot`, `receive_alerts(payload)` (the Alertmanager source), and on an HA
+    pair's standby the `leader()`'s web address."""
     app = FastAPI(title="beamwatch", description="The beamline's alarms, log, silences "
                   "and mode. Reading is open; a change needs an identity (web.tokens or "
                   "the trusted proxy's header).", docs_url=None, redoc_url=None,
@@ -44,12 +46,15 @@ def create_app(*, receive_beat: heartbeat.ReceiveBeat, verdict: health.Verdict,
         app.mount("/static", pages.static_files(), name="static")
     if snapshot is not None:
         app.include_router(metrics.router(snapshot))
+    if receive_alerts is not None:
+        app.include_router(alertmanager.router(receive_alerts, web or WebConfig))
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next):
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > BODY_MAX:
-            return JSONResponse({"error": f"body larger than {BODY_MAX} bytes"},
+        limit = alertmanager.BODY_MAX if request.url.path == "/api/alertmanager" else BODY_MAX
+        if declared.isdigit() and int(declared) > limit:
+            return JSONResponse({"error": f"body larger than {limit} bytes"},
                                 status_code=413)
         return await call_next(request)
 

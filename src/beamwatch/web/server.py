@@ -18,7 +18,9 @@ import uvicorn
 
 from ..config.schema import WebConfig
 from ..model import Severity
+from ..sources.alertmanager import ALERTMANAGER_SOURCE, Received, WebhookIn
 from ..sources.heartbeat import HEARTBEAT_SOURCE, Beat, judge
+from .alertmanager import NotStarted
 from .api import Backend
 from .app import create_app
 from .metrics import Snapshot
@@ -114,7 +116,8 @@ def for_app(application: App, web: WebConfig | None = None,
                                      application.clock.now),
                      web=lambda: application.config.web,
                      snapshot=lambda: snapshot(application),
-                     leader=lambda: leader_url(application))
+                     leader=lambda: leader_url(application),
+                     receive_alerts=lambda payload: _alerts(application, payload))
     return WebServer(app, sock)
 
 
@@ -171,3 +174,16 @@ def _receive(application: App, check_id: str, token: str | None, message: str | 
     outcome = judge(application.config, check_id, token)
     # a check added by a reload: its source is built at the next start
     return Beat.NOT_STARTED if outcome is Beat.ACCEPTED else outcome
+
+
+async def _alerts(application: App, payload: WebhookIn) -> Received:
+    source = application.sources.get(ALERTMANAGER_SOURCE)
+    if source is not None:
+        return await source.receive(payload)
+    if any(c.alert is not None for c in application.config.checks):
+        raise NotStarted  # added by a reload: its source is built at the next start
+    # no alert: check at all: every alert is unmatched (said in the answer and the log)
+    names = [a.labels.get("alertname", "alert") for a in payload.alerts]
+    if names:
+        log.info("alerts from Alertmanager, but no alert: check: %s", ", ".join(names[:10]))
+    return Received(len(payload.alerts), [], names)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ...clock import FakeClock
-from ...config.schema import Config
+from ...config.schema import INTERNAL_SOURCE, Config
 from ...model import Severity
 from ...model.modes import ModeChange
 from ...notify.base import Delivery
@@ -125,7 +125,9 @@ class _Run:
         self.config = config.model_copy(update={"storage": config.storage.model_copy(
             update={"url": url, "password": None})})
         self.config_path = Path(config_path) if config_path else tmp / "replay.yaml"
-        names = {c.source or "ca" for c in config.checks} | {"ca"}
+        # every source a check reads (heartbeats, files, Alertmanager's alerts too) is a
+        # soft one fed from the log; beamwatch's own health is the App's
+        names = {c.input_source for c in config.checks} - {INTERNAL_SOURCE} | {"ca"}
         self.sources = {name: SoftSource(name, self.clock) for name in sorted(names)}
 
     async def go(self) -> None:
