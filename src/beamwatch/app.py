@@ -114,6 +114,7 @@ class App:
         self.sources.setdefault(self.monitor.source.name, self.monitor.source)
         self.started = self.clock.now()
         self._stood_by = False  # this instance waited as an HA standby before it led
+        self.ready = asyncio.Event()  # set once it leads and has subscribed
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._side: dict[str, asyncio.Task] = {}  # store reads beside the tick
@@ -219,6 +220,7 @@ class App:
         await self._restore_alerts()
         await self.engine.start()
         await self.engine.flush()
+        self.ready.set()
 
     async def _restore_beats(self) -> None:
         """Heartbeat checks: the last beat before the restart, from the latest values

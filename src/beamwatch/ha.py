@@ -91,7 +91,11 @@ class Leadership:
 
     @property
     def role(self) -> str:
-        return "leader" if self.token is not None else "standby"
+        """leader; standby (another instance leads); starting (not decided yet)."""
+        if self.token is not None:
+            return "leader"
+        seen = self.leader
+        return "standby" if seen is not None and seen.holder is not None else "starting"
 
     def held(self) -> bool:
         """Ours for sure right now (no database round trip): renewed less than a

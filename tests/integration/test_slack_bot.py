@@ -79,6 +79,7 @@ class Running:
     async def __aenter__(self) -> Running:
         self.task = asyncio.create_task(self.app.run(services=[self.web.serve,
                                                                 self.bot.serve]))
+        await asyncio.wait_for(self.app.ready.wait(), 30)  # leading, subscribed
         async with httpx.AsyncClient() as client:  # serving: /healthz answers
             for _ in range(100):
                 try:

@@ -60,6 +60,7 @@ class Running:
 
     async def __aenter__(self) -> Running:
         self.task = asyncio.create_task(self.app.run(services=[self.web.serve]))
+        await asyncio.wait_for(self.app.ready.wait(), 30)  # leading, subscribed
         self.http = httpx.AsyncClient(base_url=self.url, timeout=15)
         for _ in range(100):
             try:

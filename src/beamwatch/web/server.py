@@ -131,8 +131,11 @@ def leader_url(application: App) -> str | None:
 
 def verdict(application: App) -> tuple[bool, str]:
     """/healthz: the self-monitor's judgement; a standby is healthy while it stands by."""
-    if application.leadership.role == "standby":
+    role = application.leadership.role
+    if role == "standby":
         return True, "standby: another instance leads"
+    if role == "starting" or not application.ready.is_set():
+        return False, "starting"
     return application.monitor.health.verdict(application.clock.now())
 
 
