@@ -231,6 +231,31 @@ def test_the_slack_plot_draws_archived_and_stored_rows(tmp_path, httpserver):
     assert plot.png("gauge", only_archived, [], "UTC", NOW - 1800, NOW) is not None
 
 
+async def test_slack_history_plots_the_archived_past_and_says_when_it_is_missing(
+        tmp_path, httpserver):
+    from beamwatch.slack.commands import Caller, Commands
+    from beamwatch.slack.grammar import parse as parse_command
+    from beamwatch.slack.roles import Role
+
+    async def no_reads(name):
+        raise LookupError(name)
+
+    path = write_config(tmp_path, httpserver.url_for("/"))
+    store = store_minutes(path)
+    config = load_config(path)
+    commands = Commands(lambda: config, store, no_reads, clock=lambda: NOW)
+    viewer = Caller("U0VIEW", "viewer", None, Role.VIEWER)
+    httpserver.expect_oneshot_request(PATH).respond_with_json(RECORDED)
+    reply = await commands.run(parse_command("history gauge 30m"), viewer)
+    assert reply.ok and reply.png is not None and reply.png.startswith(b"\x89PNG")
+    assert f"archived: arch ({PV}), 16 rows (raw)" in json.dumps(reply.blocks)
+    archiver.CACHE.clear()
+    httpserver.clear()  # now nobody answers: a 500 from pytest-httpserver
+    away = await commands.run(parse_command("history gauge 30m"), viewer)
+    assert away.ok and away.png is not None  # the stored minutes still plotted
+    assert "archived data unavailable: archiver" in json.dumps(away.blocks)
+
+
 def test_points_for_a_forecast_are_the_archived_numbers_of_a_span(tmp_path, httpserver):
     start, end = FIRST_STORED - 1200, FIRST_STORED
     httpserver.expect_request(PATH, query_string={
