@@ -152,3 +152,16 @@ def test_a_check_s_archive_is_its_own_pv_in_the_first_archiver_unless_it_says_ot
 def test_points_for_a_check_without_an_archive_asks_nobody():
     assert archiver.points(_config(), "off", 0, 3600) == []
     assert archiver.points(_config(), "ring", 3600, 3600) == []
+
+
+def test_an_archiver_url_with_a_password_is_never_shown():
+    cfg = Config.model_validate({
+        "beamline": "I04",
+        "sources": {"arch": {"kind": "archiver", "url": "http://aa:s3cret@127.0.0.1:9/"}},
+        "checks": [{"id": "ring", "pv": "SR:CURRENT"}]})
+    archive = archive_of(cfg, "ring")
+    with pytest.raises(ArchiverError) as info:
+        archiver.fetch(archive, 0, 60)  # nothing listens on port 9
+    assert str(info.value).startswith(
+        "archiver http://127.0.0.1:9/retrieval/data/getData.json unreachable for SR:CURRENT")
+    assert "s3cret" not in str(info.value)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -206,20 +207,21 @@ def fetch(archive: Archive, start: float, end: float,
     ArchiverError (naming the PV and URL) when the archiver cannot answer."""
     every = bin_for(end - start)
     pv = archive.pv if every is None else f"mean_{every}({archive.pv})"
-    url = f"{archive.url}/data/getData.json"
+    target = f"{archive.url}/data/getData.json"
+    url = _shown(target)  # for messages: the url may carry a user and password
     params = {"pv": pv, "from": iso(start), "to": iso(end)}
     try:
         if client is not None:
-            response = client.get(url, params=params, timeout=archive.timeout)
+            response = client.get(target, params=params, timeout=archive.timeout)
         else:
             with httpx.Client(verify=archive.verify, timeout=archive.timeout) as own:
-                response = own.get(url, params=params)
+                response = own.get(target, params=params)
     except httpx.TimeoutException:
         raise ArchiverError(f"archiver {url} did not answer for {archive.pv} within "
                             f"{archive.timeout:g}s") from None
     except httpx.HTTPError as e:
         raise ArchiverError(f"archiver {url} unreachable for {archive.pv}: "
-                            f"{type(e).__name__}: {e}") from None
+                            f"{type(e).__name__}: {str(e).replace(target, url)}") from None
     if response.status_code == 404:  # an unknown PV, on some versions
         return []
     if response.status_code != 200:
@@ -227,6 +229,14 @@ def fetch(archive: Archive, start: float, end: float,
                             f"{pv}: {response.text.strip()[:120]}")
     samples = parse(response.content, archive.pv)
     return [s for s in samples if start <= s.time < end]
+
+
+def _shown(url: str) -> str:
+    """The url without its user and password."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 # --- kept briefly ---------------------------------------------------------------------
