@@ -73,16 +73,26 @@ def history_command(
     since_text: SinceOpt = "24h",
     check_id: Annotated[str | None, typer.Option("--check", help="Only this check.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
+    values: Annotated[bool, typer.Option(
+        "--values", help="The check's values instead (needs --check): per-minute "
+        "min/max/last from the store and, before its first minute, from the archiver "
+        "(sources: kind archiver).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The beamline log: every transition and every change people made (acks, silences,
-    mode overrides, subscriptions, on-call; from the CLI, Slack or the web), oldest first."""
+    mode overrides, subscriptions, on-call; from the CLI, Slack or the web), oldest first.
+    With --values, a check's past values instead."""
     from ..api import service
 
     cfg = config_or_exit(config)
     if check_id is not None and check_id not in cfg.check_ids:
         fail(f"unknown check '{check_id}'")
     start = since("--since", since_text, cfg)
+    if values:
+        if check_id is None:
+            fail("--values needs --check ID (whose values)")
+        _print_values(cfg, check_id, start, limit, as_json)
+        return
     rows = service.history(open_store(cfg), start, check_id, limit)
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -109,6 +119,34 @@ def history_command(
     out.print(table)
     if not rows:
         out.print("no transitions in that period")
+
+
+def _print_values(cfg, check_id: str, start: float, limit: int | None,
+                  as_json: bool) -> None:
+
+    from ..api import past
+
+    got = past.values(cfg, open_store(cfg), check_id, start, time.time())
+    rows = got.rows[-limit:] if limit is not None else got.rows
+    if as_json:
+        print(json.dumps({**got.to_json(), "minutes": rows}, indent=2))
+        return
+    table = Table(title=f"{check_id} values since {timefmt.show(start, cfg.timezone)} "
+                        f"({cfg.timezone})")
+    for col in ("time", "min", "max", "last", "samples", "from"):
+        table.add_column(col)
+    for r in rows:
+        gap = "" if r["connected"] is not False else " [red](disconnected)[/]"
+        table.add_row(timefmt.show(r["time"], cfg.timezone), value_text(r["vmin"]),
+                      value_text(r["vmax"]), escape(value_text(r["vlast"])) + gap,
+                      str(r["count"] if r["count"] is not None else ""),
+                      "archiver" if r["archived"] else "store")
+    out.print(table)
+    if not rows:
+        out.print("no values in that period")
+    if got.archive:
+        out.print(("" if got.archive_ok else "[yellow]") + escape(got.archive)
+                  + ("" if got.archive_ok else "[/]"))
 
 
 def ack_command(

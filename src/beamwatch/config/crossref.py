@@ -46,6 +46,8 @@ def _check_refs(config: Config, also_known: set[str]) -> Iterator[Problem]:
             problem = _source_problem(config, c)
             if problem:
                 yield ("checks", i, "source"), problem
+        if c.archive:
+            yield from _archive_problems(config, i, c)
         if c.when is not None:
             try:
                 Expression(c.when, names)
@@ -65,10 +67,30 @@ def _source_problem(config: Config, check) -> str | None:
         known = ", ".join(dict.fromkeys(["ca", "pva", *config.sources]))
         return f"unknown source '{name}' (known: {known})"
     wanted = _SOURCE_KIND.get(check.input_key)
+    if kind == "archiver":
+        return (f"source '{name}' is an archiver: history, not a live input (its past "
+                f"for plots: archive: {{source: {name}}})")
     if wanted is not None and kind != wanted:
         return (f"source '{name}' is of kind {kind}; {check.input_key}: reads a source of "
                 f"kind {wanted}")
     return None
+
+
+def _archive_problems(config: Config, i: int, check) -> Iterator[Problem]:
+    """`archive:` names an archiver source (when given) and has a PV to ask for."""
+    archivers = [n for n, s in config.sources.items() if s.kind == "archiver"]
+    ref = check.archive
+    if not archivers:
+        yield ("checks", i, "archive"), ("no source of kind archiver is declared "
+                                         "(sources: {arch: {kind: archiver, url: …}})")
+        return
+    if ref.source is not None and ref.source not in archivers:
+        yield ("checks", i, "archive", "source"), (
+            f"'{ref.source}' is not an archiver source (archiver sources: "
+            f"{', '.join(archivers)})")
+    if ref.pv is None and check.pv is None and check.pva is None:
+        yield ("checks", i, "archive"), (f"archive: needs pv: NAME (the archived PV) for a "
+                                         f"{check.input_key}: check")
 
 
 def _graph(config: Config) -> Iterator[Problem]:

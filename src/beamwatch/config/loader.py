@@ -151,7 +151,7 @@ def _pydantic_issues(err: ValidationError, file: str, pos: _Positions, prefix: P
 
 
 _UNION_TAGS = {"list[EscalationConfig]", "EscalationConfig", "list[str]", "str", "AllOf",
-               "constrained-str"}
+               "constrained-str", "ArchiveRef", "archive-off"}
 
 
 def parse_config(text: str, file: str = "<config>", env: dict[str, str] | None = None,

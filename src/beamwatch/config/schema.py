@@ -16,7 +16,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -121,13 +123,15 @@ class ModesConfig(Strict):
         return self
 
 
-SOURCE_KINDS = ("ca", "pva", "http", "sql")
+SOURCE_KINDS = ("ca", "pva", "http", "sql", "archiver")
 
 
 class SourceConfig(Strict):
-    """A named connection. `ca` and `pva` exist by default; `http` and `sql` are named."""
+    """A named connection. `ca` and `pva` exist by default; `http` and `sql` are named;
+    `archiver` (an EPICS Archiver Appliance) is a history backend, not a live input:
+    checks' plots and history reach back into it (sources/archiver.py)."""
 
-    kind: Literal["ca", "pva", "http", "sql"]
+    kind: Literal["ca", "pva", "http", "sql", "archiver"]
     # ca, pva
     addr_list: list[str] | None = None  # EPICS_CA_ADDR_LIST / EPICS_PVA_ADDR_LIST
     connect_timeout: Duration = 5.0
@@ -136,10 +140,11 @@ class SourceConfig(Strict):
     headers: dict[str, SecretValue] = {}
     username: str | None = None  # basic auth, with password:
     verify: bool = True  # TLS certificates
-    # sql: a SQLAlchemy URL (mysql+pymysql://, postgresql+psycopg://, sqlite:///)
+    # sql: a SQLAlchemy URL (mysql+pymysql://, postgresql+psycopg://, sqlite:///);
+    # archiver: the appliance (http://host:17665) or its retrieval (…:17668/retrieval)
     url: SecretValue | None = None
     password: SecretValue | None = None  # http basic auth, or the database's
-    # http and sql
+    # http, sql and archiver
     timeout: Duration = 10.0  # one request / one statement
     max_connections: int = Field(4, ge=1, le=64)
 
@@ -149,13 +154,20 @@ class SourceConfig(Strict):
             raise ValueError("kind http needs base_url: (e.g. http://bl04i-control:8080)")
         if self.kind == "sql" and not self.url:
             raise ValueError("kind sql needs url: (e.g. mysql+pymysql://reader@ispyb/ispyb)")
+        if self.kind == "archiver":
+            if not self.url:
+                raise ValueError("kind archiver needs url: (e.g. http://archiver:17665)")
+            if not self.url.get().startswith(("http://", "https://")):
+                raise ValueError("url: an archiver's url must be http:// or https://")
         mine = {"ca": {"addr_list", "connect_timeout"}, "pva": {"addr_list", "connect_timeout"},
                 "http": {"base_url", "headers", "username", "password", "verify", "timeout",
                          "max_connections"},
-                "sql": {"url", "password", "timeout", "max_connections"}}[self.kind]
+                "sql": {"url", "password", "timeout", "max_connections"},
+                "archiver": {"url", "timeout", "verify"}}[self.kind]
         stray = sorted(k for k in self.model_fields_set - mine - {"kind"})
         if stray:
-            raise ValueError(f"{', '.join(stray)}: not a setting of a {self.kind} source")
+            raise ValueError(f"{', '.join(stray)}: not a setting of "
+                             f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} source")
         return self
 
 
@@ -270,6 +282,32 @@ class FreeLevels(Strict):
     major: str | float | None = None
 
 
+class ArchiveRef(Strict):
+    """Where a check's past is in an archiver: `archive: {source: arch, pv: NAME}`;
+    both optional (the first archiver source; the check's own pv:/pva:)."""
+
+    source: str | None = None
+    pv: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, data: Any) -> Any:
+        if not isinstance(data, dict | ArchiveRef):
+            raise ValueError("give archive: false, or archive: {source: NAME, pv: NAME}")
+        return data
+
+    @field_validator("pv")
+    @classmethod
+    def _named(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("the archived PV name is empty")
+        return v
+
+
+def _archive_kind(v: Any) -> str:
+    return "archive-off" if v is False else "ArchiveRef"  # one branch's errors, not both
+
+
 # The input keys of a check; exactly one is given. (pva/http/sql/files: issue 14)
 INPUT_KEYS = ("pv", "pva", "internal", "get", "post", "query", "file", "disk", "log", "read",
               "heartbeat", "alert")
@@ -312,6 +350,9 @@ class CheckConfig(Strict):
     every: Duration | None = None  # polled inputs: how often (POLLED_EVERY by default)
     timeout: Duration | None = None  # polled inputs: one poll (the source's by default)
     token: SecretValue | None = None  # heartbeat: the bearer token a POST must carry
+    # its past before beamwatch ran: an archiver source and PV (ArchiveRef); false: none
+    archive: Annotated[Annotated[Literal[False], Tag("archive-off")] | Annotated[ArchiveRef,
+                       Tag("ArchiveRef")], Discriminator(_archive_kind)] | None = None
     # sugar over `above:`/`below:` on a file's age and a disk's free space
     age: AgeLevels | None = None
     free_below: FreeLevels | None = None

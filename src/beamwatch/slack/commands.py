@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .. import timefmt
-from ..api import audit, people, service
+from ..api import audit, past, people, service
 from ..api import noise as noise_api
 from ..api.noise import ServiceError
 from ..config.schema import Config
@@ -173,13 +173,15 @@ class Commands:
         text = lines(items, HISTORY_ROWS) if items else "no transitions in that time"
         if len(rows) > HISTORY_ROWS:
             text = f"… {len(rows) - HISTORY_ROWS} earlier\n" + text
-        minutes = {r["minute"]: r for r in self.store.history(check, since, now)}
-        minutes.update((r["minute"], r) for r in self.recent(check))  # the current minute
-        image = plot.png(f"{cfg.check(check).title} ({check}), {tz}",
-                         [minutes[m] for m in sorted(minutes)], rows, tz, since, now)
+        # stored minutes (and the current one), archived ones before them if configured
+        values = past.values(cfg, self.store, check, since, now, self.recent(check))
+        image = plot.png(f"{cfg.check(check).title} ({check}), {tz}", values.rows, rows, tz,
+                         since, now)
         blocks = [header(title), section(text)]
         if image is None:
             blocks.append(context("no numeric values stored in that time: no plot"))
+        if values.archive:
+            blocks.append(context(mrkdwn(values.archive)))
         return Reply(f"{title}\n{text}", blocks, png=image, png_name=f"{check}.png")
 
     def _incidents(self, args: dict, caller: Caller) -> Reply:

@@ -19,9 +19,10 @@ COLOURS = {"OK": "#2e7d32", "MINOR": "#f9a825", "MAJOR": "#c62828", "INVALID": "
 
 def png(title: str, minutes: Sequence[dict], transitions: Sequence[dict], tz: str,
         since: float, until: float) -> bytes | None:
-    """`minutes`: store.history rows (minute, vmin, vmax, vlast); `transitions`:
-    service.history rows of kind transition. None when there is nothing numeric to draw."""
-    points = [(r["minute"] * 60.0 + 30, r["vmin"], r["vmax"]) for r in minutes
+    """`minutes`: api.past rows (time, span, vmin, vmax; archived ones too) or
+    store.history rows (minute, vmin, vmax); `transitions`: service.history rows of
+    kind transition. None when there is nothing numeric to draw."""
+    points = [(_middle(r), r["vmin"], r["vmax"]) for r in minutes
               if isinstance(r.get("vmin"), int | float) and isinstance(r.get("vmax"), int | float)]
     if not points:
         return None
@@ -56,3 +57,10 @@ def png(title: str, minutes: Sequence[dict], transitions: Sequence[dict], tz: st
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _middle(row: dict) -> float:
+    """The middle of a row's bin: a store minute, or an archived bin of `span` s."""
+    if "time" in row:
+        return row["time"] + row.get("span", 60) / 2
+    return row["minute"] * 60.0 + 30

@@ -260,13 +260,15 @@ async function plot(check, since) {
   const data = await api(`/api/checks/${encodeURIComponent(check)}/values?since=${hours}h`);
   const xs = [], lows = [], highs = [], lasts = [];
   for (const m of data.minutes) {
-    xs.push(m.time + 30);
+    xs.push(m.time + (m.span || 60) / 2);
     lows.push(m.vmin);
     highs.push(m.vmax);
     lasts.push(typeof m.vlast === "number" ? m.vlast : null);
   }
   const box = $("#plot");
   box.replaceChildren(el("h2", {}, `${check}: values, last ${hours} h`));
+  // what the archiver added before beamwatch's first minute, or why it could not
+  if (data.archive) box.append(el("p", {class: "muted"}, data.archive));
   if (!xs.length) {
     box.append(el("p", {class: "muted"}, "no numeric values stored in that time"));
     return;
