@@ -18,6 +18,8 @@ from .config.schema import INTERNAL_SOURCE
 from .engine import commands as commands_
 from .engine.engine import Engine
 from .engine.noise import Noise
+from .facility.snapshot import CHECK_EVERY as ONCALL_EVERY
+from .facility.snapshot import OnCallSnapshot
 from .health import SelfMonitor
 from .notify.registry import NotifyConfigError, build_registry
 from .notify.worker import OutboxWorker
@@ -34,6 +36,7 @@ from .store.audit import AuditLog
 from .store.errors import describe, is_transient
 from .store.noise import NoiseStore
 from .store.overlays import Overlay, OverlayStore
+from .systemd import Notifier
 
 log = logging.getLogger("beamwatch")
 
@@ -86,7 +89,7 @@ class App:
         self.config_path = Path(config_path)
         self.clock = clock or SystemClock()
         self.config = config if config is not None else load_config(self.config_path)
-        self.store = Store(self.config.storage.url)
+        self.store = Store.for_config(self.config)
         self.sources = dict(sources) if sources is not None else build_sources(self.config,
                                                                                self.clock)
         self.registry = build_registry(self.config)
@@ -106,6 +109,8 @@ class App:
         self._tasks: list[asyncio.Task] = []
         self._side: dict[str, asyncio.Task] = {}  # store reads beside the tick
         self._side_failing: set[str] = set()
+        self.systemd = Notifier()  # READY=1 and the watchdog, under systemd (Type=notify)
+        self.oncall_snapshot = OnCallSnapshot()  # for `beamwatch facility`
 
     async def run(self, services: Sequence[Service] = ()) -> None:
         """Until stop(). `services` (the HTTP server) run beside the engine, each given
@@ -129,13 +134,17 @@ class App:
                        asyncio.create_task(self._every(VALUES_EVERY, self.engine.flush_values)),
                        asyncio.create_task(self._every(BEAT_EVERY, self._beat)),
                        asyncio.create_task(self._every(PURGE_EVERY, self._purge)),
+                       asyncio.create_task(self._every(ONCALL_EVERY, self._publish_oncall)),
                        asyncio.create_task(self.calendars.run(self._stop)),  # off the loop
                        *self.monitor.tasks()]
         served = [asyncio.create_task(service(self._stop)) for service in services]
         log.info("running", extra={"checks": len(self.config.checks),
                                    "beamline": self.config.beamline})
         await self._beat()
+        await self._publish_oncall()
+        self.systemd.ready()
         await self._stop.wait()
+        self.systemd.stopping()
         if served:  # open requests finish while the engine still answers them
             await asyncio.wait(served, timeout=SERVICE_GRACE)
         tasks = self._tasks + served + list(self._side.values())
@@ -268,8 +277,9 @@ class App:
         except ConfigError as e:
             log.error("reload refused, keeping the running config:\n%s", e)
             return
-        if config.storage.url != self.config.storage.url:
-            log.error("reload refused: storage.url cannot change while running")
+        if _store_of(config) != _store_of(self.config):
+            log.error("reload refused: storage.url, storage.schema and beamline cannot "
+                      "change while running")
             return
         if _slack_fixed(config) != _slack_fixed(self.config):
             log.error("reload refused: the slack: section changed beyond its roles (the bot's "
@@ -327,6 +337,7 @@ class App:
         the store's silences, mode override and commands are fetched beside it and used
         from memory while the store is slow or away."""
         self._tick_engine()
+        self.systemd.watchdog()  # only after a tick that ran, on time: see systemd.py
         self._beside(self.send_digest)
         self._beside(self.sync_overlays)
         self._beside(self.sync_noise)
@@ -371,6 +382,11 @@ class App:
         await self.engine.write(self.store.beat, "engine", os.getpid(), socket.gethostname(),
                                 self.started, self.clock.now(), str(self.config_path))
 
+    async def _publish_oncall(self) -> None:
+        """Who is on call now, into the store for `beamwatch facility` (facility/snapshot.py)."""
+        await self.oncall_snapshot.publish(self.decider.router.oncall, self.clock.now(),
+                                           self.engine.write, self.store.save_oncall)
+
     async def _purge(self) -> None:
         before = self.clock.now() - self.config.storage.retention
         done = await self.engine.write(self.store.purge, before)
@@ -378,6 +394,10 @@ class App:
         done["audit"] = await self.engine.write(AuditLog(self.store).purge, before)
         if any(done.values()):
             log.info("retention purge", extra=done)
+
+
+def _store_of(config: Config) -> tuple:
+    return config.storage.url, config.storage_schema, config.beamline
 
 
 def _slack_fixed(config: Config) -> object:
