@@ -196,3 +196,15 @@ async def test_facility_shows_each_beamlines_worst_state_incidents_oncall_and_mo
     assert "MONITOR DOWN" in i03_line and "mx: Ana Lima" in i03_line
     assert "cryo-temp (MAJOR" in next(line for line in lines if "│ I04-1 " in line)
     assert "no beamwatch store" in next(line for line in lines if "│ i24 " in line)
+
+
+def test_a_store_from_before_schemas_is_said_and_can_be_kept(pg_url, caplog):
+    old = Store(pg_url)  # beamwatch 0.1: the tables in public
+    old.queue_command("ack", {"check_id": "dcm-temp"}, "ana", 1.0)
+    old.close()
+    Store(pg_url, schema="i04", beamline="I04").close()  # the new default: empty
+    assert "a beamwatch store exists in schema public" in caplog.text
+    assert "set storage.schema: public" in caplog.text
+    kept = Store(pg_url, schema="public", beamline="I04")  # storage.schema: public
+    assert [c.verb for c in kept.queued_commands()] == ["ack"]
+    kept.close()

@@ -91,6 +91,10 @@ def _create_schema(eng: Engine, schema: str) -> None:
     the loser finds the schema there and goes on."""
     try:
         with eng.begin() as conn:
+            if _schema_is_new(conn, schema) and _store_in_public(conn) and schema != "public":
+                log.warning("a beamwatch store exists in schema public, but this beamline's "
+                            "is schema %s (created empty now): to keep using the old one, "
+                            "set storage.schema: public", schema)
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     except DBAPIError:
         with eng.connect() as conn:
@@ -98,6 +102,16 @@ def _create_schema(eng: Engine, schema: str) -> None:
                                  {"s": schema}).first()
         if found is None:
             raise
+
+
+def _schema_is_new(conn: Connection, schema: str) -> bool:
+    return conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"),
+                        {"s": schema}).first() is None
+
+
+def _store_in_public(conn: Connection) -> bool:
+    """A store from before schemas per beamline (beamwatch 0.1 used `public`)."""
+    return conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar() is not None
 
 
 class Store:
