@@ -9,8 +9,13 @@ pages go to a real HTTP server on loopback; the facility view is the real CLI.""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import httpx
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -196,6 +201,26 @@ async def test_facility_shows_each_beamlines_worst_state_incidents_oncall_and_mo
     assert "MONITOR DOWN" in i03_line and "mx: Ana Lima" in i03_line
     assert "cryo-temp (MAJOR" in next(line for line in lines if "│ I04-1 " in line)
     assert "no beamwatch store" in next(line for line in lines if "│ i24 " in line)
+
+    # `beamwatch facility serve`: the same as a page and as JSON, until SIGTERM
+    fac.write_text(f'facility: Diamond MX\nstorage: {{url: "{pg_url}"}}\n'
+                   f'web: {{listen: "127.0.0.1:0"}}\n')
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "beamwatch"), "facility",
+                             "serve", "-c", str(fac)], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
+        api = httpx.get(f"{url}/api/facility", timeout=30).json()
+        assert {r["beamline"]: r["worst"] for r in api["beamlines"]} == {
+            "I03": "OK", "I04-1": "MAJOR"}
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "MONITOR DOWN" in page.text and "cryo-temp (MAJOR" in page.text
+        assert "Ben Ode" in page.text
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 0 and "Traceback" not in rest
 
 
 def test_a_store_from_before_schemas_is_said_and_can_be_kept(pg_url, caplog):

@@ -1,9 +1,12 @@
 """`beamwatch facility`: every beamline sharing one PostgreSQL, one row each — worst
-state, alarms, open incidents, who is on call, whether its monitor is alive."""
+state, alarms, open incidents, who is on call, whether its monitor is alive;
+`beamwatch facility serve`: the same as a web page and JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -14,23 +17,43 @@ from rich.table import Table
 
 from .. import timefmt
 from ..config import ConfigError
-from .common import JsonOpt, config_error_exit, fail, first_line, out, safe_url
+from .common import JsonOpt, config_error_exit, fail, first_line, note, out, safe_url
 from .state import SEVERITY_STYLE
 
 FacilityOpt = Annotated[Path, typer.Option(
     "--config", "-c", help="The facility YAML file (facility:, storage.url, beamlines:).",
     envvar="BEAMWATCH_FACILITY")]
+MaybeFacilityOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="The facility YAML file (facility:, storage.url, beamlines:).",
+    envvar="BEAMWATCH_FACILITY")]
+
+facility_app = typer.Typer(
+    help="Every beamline of a facility sharing one PostgreSQL: worst state, open incidents, "
+         "who is on call, whether its monitor is alive.",
+    add_completion=False, pretty_exceptions_enable=False)
 
 
-def facility_command(config: FacilityOpt, as_json: JsonOpt = False) -> None:
-    """Every beamline of the facility: worst state, open incidents, on call, monitor."""
+def _load(config: Path):
     from ..facility.config import load_facility
-    from ..facility.view import facility_engine, read_facility
 
     try:
-        cfg = load_facility(config)
+        return load_facility(config)
     except ConfigError as e:
         config_error_exit(e)
+
+
+@facility_app.callback(invoke_without_command=True)
+def facility_command(ctx: typer.Context, config: MaybeFacilityOpt = None,
+                     as_json: JsonOpt = False) -> None:
+    """Every beamline of the facility: worst state, open incidents, on call, monitor.
+    `beamwatch facility serve -c FILE`: the same as a web page."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        fail("give the facility file: beamwatch facility -c facility.yaml")
+    from ..facility.view import facility_engine, read_facility
+
+    cfg = _load(config)
     engine = facility_engine(cfg)
     now = time.time()
     try:
@@ -80,5 +103,36 @@ def _monitor(r, now: float) -> str:
     return "\n".join(parts)
 
 
+@facility_app.command("serve")
+def serve_command(config: FacilityOpt) -> None:
+    """Serve the facility view: a page at / (reloads every 10 s) and JSON at
+    /api/facility, on web.listen of the facility file. Read only."""
+    from ..facility.view import facility_engine, read_facility
+    from ..web.facility import create_facility_app
+    from ..web.server import WebError, WebServer, bind
+
+    cfg = _load(config)
+    try:
+        sock = bind(*cfg.web.address)
+    except WebError as e:
+        fail(str(e), 1)
+    engine = facility_engine(cfg)
+    app = create_facility_app(cfg.facility, lambda: read_facility(cfg, engine))
+    server = WebServer(app, sock)
+    note(f"the {cfg.facility} facility view on {server.url}; Ctrl-C stops")
+    try:
+        asyncio.run(_serve(server))
+    finally:
+        engine.dispose()
+
+
+async def _serve(server) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.serve(stop)
+
+
 def register(app: typer.Typer) -> None:
-    app.command("facility")(facility_command)
+    app.add_typer(facility_app, name="facility")

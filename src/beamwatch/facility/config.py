@@ -4,6 +4,7 @@
     storage: {url: "postgresql+psycopg://beamwatch@db/beamwatch"}
     beamlines: [i03, i04, i24]   # optional: default every beamwatch schema found
     monitor_down_after: 30s      # optional: a newer heartbeat than this is alive
+    web: {listen: "127.0.0.1:8090"}  # optional: where `beamwatch facility serve` listens
 
 Strict like the beamline config: unknown keys are errors, each said as
 FILE:LINE:COL: key: message; ${ENV} and `*_file` secrets work the same way.
@@ -28,7 +29,7 @@ from ..config.loader import (
     _pydantic_issues,
     _Resolver,
 )
-from ..config.schema import Strict, schema_for
+from ..config.schema import Strict, WebConfig, schema_for
 from ..config.types import Duration
 
 
@@ -43,9 +44,26 @@ class FacilityStorage(Strict):
         return url
 
 
+class FacilityWeb(Strict):
+    listen: str = "127.0.0.1:8090"  # `beamwatch facility serve`: HOST:PORT (port 0: any)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if WebConfig(listen=v).address is None:
+            raise ValueError("web.listen: HOST:PORT to serve the facility page on")
+        return v.strip()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class FacilityConfig(Strict):
     facility: str
     storage: FacilityStorage
+    web: FacilityWeb = FacilityWeb()
     # beamline names or their schemas (I04-1 and i04_1 are the same); None: all found
     beamlines: list[str] | None = None
     monitor_down_after: Duration = 30.0
