@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
