@@ -141,7 +141,7 @@ class App:
         log.info("running", extra={"checks": len(self.config.checks),
                                    "beamline": self.config.beamline})
         await self._beat()
-        await self._publish_oncall()
+        await self._quietly(self._publish_oncall)  # never a reason not to start
         self.systemd.ready()
         await self._stop.wait()
         self.systemd.stopping()

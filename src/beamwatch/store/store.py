@@ -144,15 +144,16 @@ class Store:
     def _claim(self, beamline: str, write: bool) -> None:
         """Refuse a store that another beamline wrote; claim a new one for `beamline`."""
         c = t.store_meta.c
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             try:
                 owner = conn.execute(select(c.value).where(c.key == "beamline")).scalar()
             except DBAPIError:  # read-only open of a store older than 0007
                 if write:
                     raise
                 return
-            if owner is None and write:
+            if owner is None and write:  # first come: two starting at once, one wins
                 self._upsert_missing(conn, t.store_meta, {"key": "beamline", "value": beamline})
+                conn.commit()
                 owner = conn.execute(select(c.value).where(c.key == "beamline")).scalar()
         if owner is not None and owner != beamline:
             raise StoreMismatch(self.where(), owner, beamline)
@@ -444,10 +445,11 @@ class Store:
     def save_oncall(self, rows: list[dict], now: float) -> None:
         """Who is on call now, per team (the running engine's snapshot for readers that
         do not have this beamline's config): replaces the previous one."""
-        with self.engine.begin() as conn:
-            conn.execute(delete(t.oncall_now))
+        with self.engine.begin() as conn:  # upserts: both of a pair may write at once
             if rows:
-                conn.execute(insert(t.oncall_now), [dict(r, time=now) for r in rows])
+                self._upsert(conn, t.oncall_now, [dict(r, time=now) for r in rows], ["team"])
+            conn.execute(delete(t.oncall_now).where(
+                t.oncall_now.c.team.not_in([r["team"] for r in rows])))
 
     def oncall_now(self) -> list[dict]:
         with self.engine.connect() as conn:
