@@ -16,6 +16,8 @@ from .config.schema import INTERNAL_SOURCE
 from .engine import commands as commands_
 from .engine.engine import Engine
 from .engine.noise import Noise
+from .facility.snapshot import CHECK_EVERY as ONCALL_EVERY
+from .facility.snapshot import OnCallSnapshot
 from .ha import Leadership, here
 from .health import SelfMonitor
 from .notify.registry import NotifyConfigError, build_registry
@@ -34,6 +36,7 @@ from .store.audit import AuditLog
 from .store.errors import describe, is_transient
 from .store.noise import NoiseStore
 from .store.overlays import Overlay, OverlayStore
+from .systemd import Notifier
 
 log = logging.getLogger("beamwatch")
 
@@ -92,7 +95,7 @@ class App:
         self.config_path = Path(config_path)
         self.clock = clock or SystemClock()
         self.config = config if config is not None else load_config(self.config_path)
-        self.store = Store(self.config.storage.url)
+        self.store = Store.for_config(self.config)
         self.leadership = Leadership(self.store, here())
         self.store.fence = self.leadership.fence  # decisions and sends: the leader's only
         self.sources = dict(sources) if sources is not None else build_sources(self.config,
@@ -119,6 +122,8 @@ class App:
         self._tasks: list[asyncio.Task] = []
         self._side: dict[str, asyncio.Task] = {}  # store reads beside the tick
         self._side_failing: set[str] = set()
+        self.systemd = Notifier()  # READY=1 and the watchdog, under systemd (Type=notify)
+        self.oncall_snapshot = OnCallSnapshot()  # for `beamwatch facility`
 
     async def run(self, services: Sequence[Service] = ()) -> str:
         """Until stop(): STOPPED; or STEPPED_DOWN when this instance of an HA pair lost
@@ -141,6 +146,7 @@ class App:
             if await self.leadership.wait_to_lead(self._stop, self._standing_by):
                 outcome = await self._lead()
         finally:
+            self.systemd.stopping()
             ending.set()
             if served:  # open requests finish while the engine still answers them
                 await asyncio.wait(served, timeout=SERVICE_GRACE)
@@ -167,12 +173,15 @@ class App:
                        asyncio.create_task(self.worker.run(self._stop)),
                        asyncio.create_task(self._every(VALUES_EVERY, self.engine.flush_values)),
                        asyncio.create_task(self._every(PURGE_EVERY, self._purge)),
+                       asyncio.create_task(self._every(ONCALL_EVERY, self._publish_oncall)),
                        asyncio.create_task(self.calendars.run(self._stop)),  # off the loop
                        *self.monitor.tasks()]
         log.info("running", extra={"checks": len(self.config.checks),
                                    "beamline": self.config.beamline,
                                    "instance": self.leadership.me.id})
         await self._beat()
+        await self._quietly(self._publish_oncall)  # never a reason not to start
+        self.systemd.ready()
         stopping = asyncio.create_task(self._stop.wait())
         await asyncio.wait({stopping, keeper}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -185,11 +194,14 @@ class App:
         return STEPPED_DOWN
 
     def _standing_by(self) -> None:
-        """A standby has looked at the lease and it is held: say so once."""
+        """A standby has looked at the lease and it is held: say so once. To systemd a
+        standby is up, and each look is its watchdog ping."""
         if not self._stood_by:
             holder = self.leadership.leader.holder if self.leadership.leader else None
             log.warning("standing by: another instance leads", extra={"leader": holder})
             self._stood_by = True
+            self.systemd.ready()
+        self.systemd.watchdog()
 
     def serving(self, url: str | None) -> None:
         """The web front end's address, shown to the other instance and in `status`."""
@@ -349,8 +361,9 @@ class App:
         except ConfigError as e:
             log.error("reload refused, keeping the running config:\n%s", e)
             return
-        if config.storage.url != self.config.storage.url:
-            log.error("reload refused: storage.url cannot change while running")
+        if _store_of(config) != _store_of(self.config):
+            log.error("reload refused: storage.url, storage.schema and beamline cannot "
+                      "change while running")
             return
         if _slack_fixed(config) != _slack_fixed(self.config):
             log.error("reload refused: the slack: section changed beyond its roles (the bot's "
@@ -408,6 +421,7 @@ class App:
         the store's silences, mode override and commands are fetched beside it and used
         from memory while the store is slow or away."""
         self._tick_engine()
+        self.systemd.watchdog()  # only after a tick that ran, on time: see systemd.py
         self._beside(self.send_digest)
         self._beside(self.sync_overlays)
         self._beside(self.sync_noise)
@@ -455,6 +469,11 @@ class App:
                                 self.clock.now(), str(self.config_path),
                                 self.leadership.role, me.url)
 
+    async def _publish_oncall(self) -> None:
+        """Who is on call now, into the store for `beamwatch facility` (facility/snapshot.py)."""
+        await self.oncall_snapshot.publish(self.decider.router.oncall, self.clock.now(),
+                                           self.engine.write, self.store.save_oncall)
+
     async def _purge(self) -> None:
         before = self.clock.now() - self.config.storage.retention
         done = await self.engine.write(self.store.purge, before)
@@ -464,6 +483,10 @@ class App:
                                                     self.clock.now() - 86400)
         if any(done.values()):
             log.info("retention purge", extra=done)
+
+
+def _store_of(config: Config) -> tuple:
+    return config.storage.url, config.storage_schema, config.beamline
 
 
 def _slack_fixed(config: Config) -> object:

@@ -82,7 +82,7 @@ def test_postgres_down_for_30_s_during_a_fault_pages_once_after(
     hook.up = True
     proc = start(cfg, ioc)
     try:
-        store = Store(pg_cluster.url)
+        store = Store(pg_cluster.url, schema="test")  # beamline TEST's schema
         wait_for(lambda: len(store.latest()) >= 3, what="all PVs connected")
         store.close()
         pg_cluster.stop("immediate")
@@ -94,7 +94,7 @@ def test_postgres_down_for_30_s_during_a_fault_pages_once_after(
         wait_for(lambda: pages(hook, "temp-1"), timeout=30, what="the page after recovery")
         settle(5)
         assert len(pages(hook, "temp-1")) == 1
-        store = Store(pg_cluster.url)
+        store = Store(pg_cluster.url, schema="test")  # beamline TEST's schema
         assert [t.transition.check_id for t in store.transitions()
                 if t.transition.check_id == "temp-1"] == ["temp-1"]
         store.close()

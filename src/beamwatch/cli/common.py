@@ -65,7 +65,7 @@ def open_store(config: Config):
     from ..store import Store
 
     try:
-        return Store(config.storage.url)
+        return Store.for_config(config)
     except Exception as e:  # a database that is not there, a file we cannot write
         fail(f"cannot open the store {safe_url(config.storage.url)}: {first_line(e)}", 1)
 
@@ -84,7 +84,7 @@ def in_force(config: Config) -> Config:
     try:
         from ..store import Store
 
-        store = Store(config.storage.url)
+        store = Store.for_config(config)
         try:
             return people.in_force(config, store)
         finally:

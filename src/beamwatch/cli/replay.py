@@ -85,7 +85,7 @@ def _open_read_only(cfg):
         if not path or path == ":memory:" or not Path(path).exists():
             fail(f"no beamline log at {safe_url(url)} (storage.url): nothing to replay", 1)
     try:
-        return Store(url, migrate=False)
+        return Store.for_config(cfg, migrate=False)
     except Exception as e:
         fail(f"cannot open the store {safe_url(url)}: {first_line(e)}", 1)
 

@@ -42,9 +42,39 @@ class Strict(BaseModel):
 # --- storage, modes, sources ---------------------------------------------------------
 
 
+SCHEMA_NAME = r"^[a-z0-9_]{1,63}$"
+
+
+def schema_for(beamline: str) -> str:
+    """The default PostgreSQL schema of a beamline: `I04-1` -> `i04_1`."""
+    return re.sub(r"[^a-z0-9_]", "_", beamline.lower())[:63] or "_"
+
+
 class StorageConfig(Strict):
+    model_config = ConfigDict(populate_by_name=True)
+
     url: str = "sqlite:///beamwatch.db"
     retention: Duration = 7 * 86400
+    # PostgreSQL: the schema this beamline's tables live in (default: from `beamline:`),
+    # so beamlines can share one database (docs/decisions/0012)
+    schema_: str | None = Field(None, alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(SCHEMA_NAME, v):
+            raise ValueError(f"{v!r} is not a schema name: lowercase letters, digits and _, "
+                             f"at most 63")
+        return v
+
+    @model_validator(mode="after")
+    def _schema_needs_postgres(self) -> StorageConfig:
+        if self.schema_ is not None:
+            if self.url.startswith("sqlite"):
+                raise ValueError("storage.schema is for PostgreSQL only: with SQLite each "
+                                 "beamline has its own file")
+            _usable_schema(self.schema_)
+        return self
 
     @field_validator("url")
     @classmethod
@@ -968,6 +998,28 @@ class Config(Strict):
     @property
     def check_ids(self) -> list[str]:
         return [c.id for c in self.checks]
+
+    @property
+    def storage_schema(self) -> str | None:
+        """The PostgreSQL schema of this beamline's store; None on SQLite."""
+        if self.storage.url.startswith("sqlite"):
+            return None
+        return self.storage.schema_ or schema_for(self.beamline)
+
+    @model_validator(mode="after")
+    def _default_schema_usable(self) -> Config:
+        if self.storage.schema_ is None and not self.storage.url.startswith("sqlite"):
+            try:
+                _usable_schema(schema_for(self.beamline))
+            except ValueError as e:
+                raise ValueError(f"{e} (derived from beamline: {self.beamline!r}); set "
+                                 f"storage.schema") from None
+        return self
+
+
+def _usable_schema(name: str) -> None:
+    if name.startswith("pg_") or name == "information_schema":
+        raise ValueError(f"schema {name!r} is reserved by PostgreSQL")
 
 
 def dump_safe(model: BaseModel) -> dict[str, Any]:

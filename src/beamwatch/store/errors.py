@@ -33,3 +33,13 @@ def describe(error: BaseException) -> str:
     orig = getattr(error, "orig", None) or error
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
     return f"{type(orig).__name__}: {text}"[:500]
+
+
+class StoreMismatch(Exception):
+    """The store belongs to another beamline: writing into it would mix two logs."""
+
+    def __init__(self, where: str, owner: str, beamline: str):
+        self.owner, self.beamline = owner, beamline
+        super().__init__(f"the store {where} belongs to beamline {owner!r}, not {beamline!r} "
+                         f"(beamline: in the config): give each beamline its own "
+                         f"storage.schema or SQLite file")

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String, create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import String, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 
 from ..model import AlarmState, Severity, Transition, json_value
 from . import tables as t
+from .errors import StoreMismatch
 from .migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,9 @@ class Command:
     result: str | None
 
 
-def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
+def make_engine(url: str, busy_timeout: float = 30.0, schema: str | None = None) -> Engine:
+    """`schema` (PostgreSQL): the beamline's own schema, first and only on the search
+    path, so every table, raw SQL and Alembic's alembic_version live in it."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
@@ -72,19 +76,111 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
             cur.close()
 
         return eng
-    return create_engine(url, pool_pre_ping=True)
+    if schema is None:
+        return create_engine(url, pool_pre_ping=True)
+    # libpq's startup option: set on every connection before anything runs, so no
+    # transaction can roll it back and no pooled connection can miss it
+    eng = create_engine(url, pool_pre_ping=True,
+                        connect_args={"options": f"-c search_path={schema}"})
+    _create_schema(eng, schema)
+    return eng
+
+
+def _create_schema(eng: Engine, schema: str) -> None:
+    """CREATE SCHEMA IF NOT EXISTS, which two processes starting at once can race on:
+    the loser finds the schema there and goes on."""
+    try:
+        with eng.begin() as conn:
+            if _schema_is_new(conn, schema) and _store_in_public(conn) and schema != "public":
+                log.warning("a beamwatch store exists in schema public, but this beamline's "
+                            "is schema %s (created empty now): to keep using the old one, "
+                            "set storage.schema: public", schema)
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    except DBAPIError:
+        with eng.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"),
+                                 {"s": schema}).first()
+        if found is None:
+            raise
+
+
+def _schema_is_new(conn: Connection, schema: str) -> bool:
+    return conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"),
+                        {"s": schema}).first() is None
+
+
+def _store_in_public(conn: Connection) -> bool:
+    """A store from before schemas per beamline (beamwatch 0.1 used `public`)."""
+    return conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar() is not None
 
 
 class Store:
-    def __init__(self, url: str, migrate: bool = True, busy_timeout: float = 30.0):
-        """`busy_timeout`: how long a SQLite write waits for another writer's lock."""
+    def __init__(self, url: str, migrate: bool = True, busy_timeout: float = 30.0, *,
+                 schema: str | None = None, beamline: str | None = None):
+        """`busy_timeout`: how long a SQLite write waits for another writer's lock.
+        `schema` (PostgreSQL only): the beamline's schema, created if missing.
+        `beamline`: whose store this is: recorded at the first open, and any later
+        open by another beamline is refused (StoreMismatch)."""
+        if schema is not None and url.startswith("sqlite"):
+            raise ValueError("a schema is for PostgreSQL only; SQLite has a file per beamline")
         self.url = url
-        self.engine = make_engine(url, busy_timeout)
+        self.schema = schema
+        self.engine = make_engine(url, busy_timeout, schema)
         # (conn) -> None, raising LeaseLost unless this instance leads (ha.py): called in
         # the transaction of every write only the leader may make
         self.fence: Callable[[Connection], None] | None = None
-        if migrate:
-            upgrade(self.engine)
+        try:
+            if migrate:
+                upgrade(self.engine)
+            if beamline is not None:
+                self._claim(beamline, write=migrate)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @classmethod
+    def for_config(cls, config, migrate: bool = True) -> Store:
+        """The store of a beamline's config: its URL, its schema, its beamline."""
+        return cls(config.storage.url, migrate, schema=config.storage_schema,
+                   beamline=config.beamline)
+
+    def _claim(self, beamline: str, write: bool) -> None:
+        """Refuse a store that another beamline wrote; claim a new one for `beamline`."""
+        c = t.store_meta.c
+        with self.engine.connect() as conn:
+            try:
+                owner = conn.execute(select(c.value).where(c.key == "beamline")).scalar()
+            except DBAPIError:  # read-only open of a store older than 0007
+                if write:
+                    raise
+                return
+            if owner is None and write:  # first come: two starting at once, one wins
+                self._upsert_missing(conn, t.store_meta, {"key": "beamline", "value": beamline})
+                conn.commit()
+                owner = conn.execute(select(c.value).where(c.key == "beamline")).scalar()
+        if owner is not None and owner != beamline:
+            raise StoreMismatch(self.where(), owner, beamline)
+
+    def _upsert_missing(self, conn: Connection, table, row: dict) -> None:
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        conn.execute(dialect_insert(table).values(**row).on_conflict_do_nothing())
+
+    def where(self) -> str:
+        """The store for people: its URL without the password, and its schema."""
+        try:
+            shown = make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            shown = "<storage url>"
+        return shown + (f" schema {self.schema}" if self.schema else "")
+
+    def beamline(self) -> str | None:
+        """The beamline this store belongs to (None: not claimed yet, or before 0007)."""
+        c = t.store_meta.c
+        with self.engine.connect() as conn:
+            return conn.execute(select(c.value).where(c.key == "beamline")).scalar()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -359,6 +455,20 @@ class Store:
                "config_file": config_file, "role": role, "url": url}
         with self.engine.begin() as conn:
             self._upsert(conn, t.engine_heartbeat, [{"name": name, **row}], ["name"])
+
+    def save_oncall(self, rows: list[dict], now: float) -> None:
+        """Who is on call now, per team (the running engine's snapshot for readers that
+        do not have this beamline's config): replaces the previous one."""
+        with self.engine.begin() as conn:  # upserts: both of a pair may write at once
+            if rows:
+                self._upsert(conn, t.oncall_now, [dict(r, time=now) for r in rows], ["team"])
+            conn.execute(delete(t.oncall_now).where(
+                t.oncall_now.c.team.not_in([r["team"] for r in rows])))
+
+    def oncall_now(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(
+                select(t.oncall_now).order_by(t.oncall_now.c.team)).mappings().all()]
 
     def last_beat(self) -> dict | None:
         """The newest beat of a leader: is an engine deciding and sending?"""

@@ -280,3 +280,22 @@ alerts = Table(
     Column("starts_at", Float, nullable=False),
     Column("received", Float, nullable=False),  # when Alertmanager last sent it
 )
+
+# --- a facility (migration 0007): whose store this is, who is on call now --------------------
+
+store_meta = Table(
+    "store_meta", metadata,  # key -> value; "beamline": the beamline this store belongs to
+    Column("key", String(40), primary_key=True),
+    Column("value", String(200), nullable=False),
+)
+
+oncall_now = Table(
+    "oncall_now", metadata,  # the running engine's answer to "who is on call", per team
+    Column("team", String(100), primary_key=True),
+    Column("person", String(100)),  # None: nobody
+    Column("name", String(200)),  # the person's name from the config
+    Column("since", Float),
+    Column("until", Float),
+    Column("reason", Text, nullable=False),
+    Column("time", Float, nullable=False),  # when the engine last wrote it
+)
