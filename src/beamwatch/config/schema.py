@@ -290,7 +290,7 @@ class CountConfig(Strict):
     @classmethod
     def _at_least_two(cls, v: int) -> int:
         if v < 2:
-            raise ValueError(f"times: must be at least 2, not {v} (1 time is every alarm: "
+            raise ValueError(f"must be at least 2, not {v} (1 time is every alarm: "
                              "leave count: out)")
         return v
 
@@ -298,7 +298,7 @@ class CountConfig(Strict):
     @classmethod
     def _positive(cls, v: float) -> float:
         if v <= 0:
-            raise ValueError("within: the window must be more than 0s (e.g. 60s)")
+            raise ValueError("the window must be more than 0s (e.g. 60s)")
         return v
 
 
