@@ -9,8 +9,8 @@ No I/O, no clock: every call gets `now`, and returns the transitions it made.
 at once when the check has left OK `times` times within `within` seconds, even
 if each departure was shorter than `for:`. A check with `count:` and no `for:`
 waits `within` before raising instead, so one long departure still alarms
-(Phoebus uses the delay as the count's window), and clears at once. Departures are kept in memory only: a restart
-starts counting again.
+(Phoebus uses the delay as the count's window), and clears at once.
+Departures are kept in memory only: a restart starts counting again.
 """
 
 from __future__ import annotations
