@@ -189,3 +189,31 @@ def test_json_report_and_bad_input(tmp_path):
     other.write_text("<display/>")
     done = runner.invoke(app, ["import", "phoebus", str(other)])
     assert done.exit_code == 2 and "expected <config name=...>" in done.output
+
+
+async def test_an_imported_filter_enables_the_alarm_only_while_it_holds(tmp_path):
+    """Phoebus: the gauge's record alarm counts only while the shutter is open (1)."""
+    from beamwatch.clock import FakeClock
+    from beamwatch.engine.engine import Engine
+    from beamwatch.model import Severity
+    from beamwatch.sources.soft import SoftSource
+    from beamwatch.store import Store
+
+    path = write(tmp_path, """
+  <pv name="FE:GAUGE"><latching>false</latching><filter>'FE:SHTR' == 1</filter></pv>
+  <pv name="FE:SHTR"><latching>false</latching></pv>""")
+    text = import_file(path).yaml() + f'storage: {{url: "sqlite:///{tmp_path}/bw.db"}}\n'
+    config = loads(tmp_path, text)
+    store, clock = Store(config.storage.url), FakeClock()
+    source = SoftSource("ca", clock)
+    engine = Engine(config, {"ca": source}, store, clock)
+    await engine.start()
+    source.push("FE:SHTR", 0)
+    source.push("FE:GAUGE", 5e-7, severity=Severity.MINOR)
+    assert engine.state_of("FE.GAUGE").severity == Severity.OK  # filter false: disabled
+    source.push("FE:SHTR", 1)
+    assert engine.state_of("FE.GAUGE").severity == Severity.MAJOR
+    source.push("FE:GAUGE", 1e-8, severity=Severity.OK)
+    assert engine.state_of("FE.GAUGE").severity == Severity.OK
+    await engine.stop()
+    store.close()
