@@ -217,3 +217,13 @@ async def test_an_imported_filter_enables_the_alarm_only_while_it_holds(tmp_path
     assert engine.state_of("FE.GAUGE").severity == Severity.OK
     await engine.stop()
     store.close()
+
+
+def test_dollar_brace_in_guidance_is_not_read_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("FIXDIR", raising=False)
+    path = write(tmp_path, '<pv name="P"><guidance><title>Run ${FIXDIR}/fix.sh $(P)</title>'
+                           '</guidance></pv>')
+    result = import_file(path)
+    runbook = loads(tmp_path, result.yaml()).check("P").runbook
+    assert runbook == "Guidance: Run $FIXDIR/fix.sh $(P)\n"
+    assert result.pvs[0].notes[0].item == "runbook"

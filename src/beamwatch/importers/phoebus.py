@@ -149,8 +149,8 @@ def _map_pv(tree: PhoebusTree, pv: PvItem, ids: dict[str, str], names: set[str]
         check["group"] = "/".join(pv.path)
     else:
         check["group"] = tree.name
-    if pv.description:
-        check["description"] = pv.description
+    if pv.description and pv.description.strip():
+        check["description"] = _literal(pv.description.strip(), "description", note)
     if enabled.lower() != "true":
         note(Note("enabled", "imported", f"Phoebus disables it until {enabled}; beamwatch "
                                          "watches it now: `beamwatch silence` it until then "
@@ -187,7 +187,7 @@ def _map_pv(tree: PhoebusTree, pv: PvItem, ids: dict[str, str], names: set[str]
                                               "alarms whatever the filter says"))
     runbook = _runbook(pv)
     if runbook:
-        check["runbook"] = LiteralScalarString(runbook)
+        check["runbook"] = LiteralScalarString(_literal(runbook, "runbook", note))
     if any(t.kind == "automated_action" for t in pv.texts) or any(
             t.kind == "automated_action" for _, items in pv.inherited for t in items):
         note(Note("automated_action", "not mapped", "beamwatch runs no commands on alarm; the "
@@ -195,6 +195,19 @@ def _map_pv(tree: PhoebusTree, pv: PvItem, ids: dict[str, str], names: set[str]
     for tag in pv.unknown:
         note(Note(tag, "not mapped", f"unknown element <{tag}>: ignored"))
     return res, check
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _literal(text: str, item: str, note) -> str:
+    """`${NAME}` in a config string is an environment variable for the loader; in
+    guidance it is a shell or macro reference for the reader: written as `$NAME`."""
+    if not _ENV_REF.search(text):
+        return text
+    note(Note(item, "approximated", "${NAME} written as $NAME (the config would read "
+                                    "${NAME} from beamwatch's environment)"))
+    return _ENV_REF.sub(r"$\1", text)
 
 
 def _flag(raw: str | None, *, default: bool, note, item: str) -> bool:
@@ -323,9 +336,10 @@ def _validate(result: ImportResult) -> None:
             parse_config(text, "<import>", env={})
             return
         except ConfigError as e:
-            if not _drop_refused_whens(result, e):
-                raise
-    raise AssertionError("the imported configuration does not load")
+            if not _drop_refused_whens(result, e):  # a bug of the importer: say what
+                raise PhoebusError(f"{result.source}: the imported configuration does not "
+                                   f"load ({e.issues[0]}); please report this") from None
+    raise PhoebusError(f"{result.source}: the imported configuration does not load")
 
 
 def _loader_text(result: ImportResult) -> str:
