@@ -112,6 +112,7 @@ async def test_ntfy_request(httpserver: HTTPServer) -> None:
     [(request, body)] = rec.requests
     assert request.headers["Authorization"] == f"Bearer {token}"
     assert body == {"topic": "i04-alarms", "title": SUBJECT, "message": TEXT.rstrip()}
+    assert "What to do:\nGuidance: Check the LN2 flow on the DCM cryocooler" in body["message"]
     assert token not in d.detail
 
 

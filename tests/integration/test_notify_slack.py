@@ -93,6 +93,9 @@ async def test_new_alarm_is_posted_with_blocks_and_text(slack: FakeSlack) -> Non
         "unfurl_links": False,
         "unfurl_media": False,
     }
+    # what to do is in the notification people see, and in its blocks
+    assert "*What to do:*\nGuidance: Check the LN2 flow on the DCM cryocooler" in body["text"]
+    assert "Check the LN2 flow on the DCM cryocooler" in json.dumps(body["blocks"])
 
 
 async def test_dm_to_a_person(slack: FakeSlack) -> None:

@@ -98,6 +98,8 @@ async def test_posts_the_versioned_json_body(httpserver: HTTPServer) -> None:
                           "severity": "MAJOR", "value": "Closed", "muted": "DEPENDENCY"}],
         "alarms": [],
         "mode_change": None,
+        "description": "",
+        "runbook": "",
         "summary": "[I04] MAJOR: DCM crystal temperature = 141.2 (+1 affected)",
         "text": RENDERER.render("text", MESSAGE),
     }

@@ -41,7 +41,7 @@ monitor: {{checks: false}}
 modes: {{names: [user, maintenance, shutdown], default: user}}
 checks:
   - {{id: dcm-temp, name: DCM crystal temperature, group: optics, pv: "{pv}",
-      above: {{minor: 120, major: 140}}}}
+      above: {{minor: 120, major: 140}}, runbook: "Check the LN2 flow on the DCM"}}
   - {{id: fe-vacuum, group: vacuum, pv: "FE:VAC", above: {{major: 1e-7}}}}
 people:
   ana: {{webhook: "http://127.0.0.1:9/ana"}}
@@ -107,6 +107,7 @@ async def test_status_check_and_values_read_without_an_identity(tmp_path):
 
         check = (await run.http.get("/api/checks/dcm-temp")).json()
         assert check["history"][-1]["new"] == "MAJOR"
+        assert check["runbook"] == "Check the LN2 flow on the DCM"  # what to do, for the UI
         values = (await run.http.get("/api/checks/dcm-temp/values",
                                      params={"since": "1h"})).json()
         assert values["minutes"][-1]["vmax"] == 150.0  # the minute not stored yet too

@@ -40,7 +40,7 @@ def test_the_command_groups_are_all_mounted():
     names = set(typer.main.get_command(app).commands)
     assert names == {"check", "run", "demo", "status", "history", "ack", "report", "replay",
                      "route", "oncall", "notify-test", "silence", "silences", "unsilence",
-                     "mode", "sim", "config", "facility"}
+                     "mode", "sim", "config", "facility", "import"}
 
 
 def test_the_console_script_is_the_cli_packages_main():

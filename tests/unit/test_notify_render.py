@@ -169,3 +169,28 @@ def test_runtime_undefined_names_the_template(tmp_path: Path) -> None:
     with pytest.raises(TemplateError) as e:
         r.render("text", sample_message("test"))
     assert e.value.file == str(folder / "test.text.j2") and e.value.line == 1
+
+
+@pytest.mark.parametrize("kind", ["alarm", "ack", "resolve", "repeat", "escalation"])
+def test_description_and_runbook_are_in_every_format_of_every_alarm_message(kind):
+    """What to do travels with the alarm: email (text, html), Slack (mrkdwn, blocks),
+    Apprise (text), the webhook (its text field and its own fields)."""
+    from beamwatch.notify.webhook import webhook_body
+
+    r = Renderer()
+    m = sample_message(kind)
+    for fmt in ("text", "html", "mrkdwn"):
+        out = r.render(fmt, m)
+        assert "Check the LN2 flow on the DCM cryocooler" in out, fmt
+        assert "Second crystal of the double-crystal monochromator" in out, fmt
+    blocks = json.dumps(r.blocks(m))
+    assert "Check the LN2 flow" in blocks and "Second crystal" in blocks
+    body = webhook_body(m, r)
+    assert body["runbook"].startswith("Guidance: Check the LN2 flow")
+    assert body["description"] == "Second crystal of the double-crystal monochromator"
+
+
+def test_a_check_without_runbook_has_no_empty_runbook_heading():
+    m = sample_message("alarm", minimal=True)
+    for fmt in ("text", "html", "mrkdwn"):
+        assert "What to do" not in Renderer().render(fmt, m)

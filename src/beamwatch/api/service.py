@@ -40,6 +40,8 @@ class CheckStatus:
     muted: str | None = None  # why nobody is told about this alarm (MODE, DEPENDENCY…)
     mute_detail: str | None = None
     incident: str | None = None
+    description: str = ""  # the check's description: and runbook: (what to do)
+    runbook: str = ""
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -72,6 +74,7 @@ def status(config: Config, store: Store) -> list[CheckStatus]:
             muted=tr.muted.value if tr and tr.muted else None,
             mute_detail=tr.mute_detail if tr else None,
             incident=tr.incident_id if tr else None,
+            description=cfg.description or "", runbook=cfg.runbook or "",
         ))
     order = {s.name: int(s) for s in Severity}
     # worst first; within a severity, what people are told about before what is muted

@@ -16,7 +16,7 @@ import typer
 
 from .. import logs
 from ..sim.cli import app as sim_app
-from . import facility, noise, overlays, replay, routing, run, state
+from . import facility, importers, noise, overlays, replay, routing, run, state
 
 __all__ = ["app", "main"]
 
@@ -35,7 +35,7 @@ def main_options(
     logs.setup(verbose, log_json)
 
 
-for _group in (run, state, replay, routing, noise, overlays, facility):
+for _group in (run, state, replay, routing, noise, overlays, facility, importers):
     _group.register(app)
 app.add_typer(sim_app, name="sim", help="The simulated MX beamline (a real EPICS IOC).")
 

@@ -60,6 +60,10 @@ def status_command(config: ConfigOpt, as_json: JsonOpt = False,
         why = r.message or ""
         if r.muted:
             why += f" [dim](muted {r.muted}: {r.mute_detail})[/]"
+        if r.severity != "OK":  # what to do, where it is needed
+            for extra in (r.description, r.runbook.strip()):
+                if extra:
+                    why += f"\n[dim]{escape(extra)}[/]"
         table.add_row(r.id, f"[{SEVERITY_STYLE[r.severity]}]{sev}[/]", r.value_text,
                       timefmt.ago(r.since, now) if r.since else "—", why)
     out.print(table)

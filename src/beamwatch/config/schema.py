@@ -345,12 +345,38 @@ POLLED_EVERY = {"get": 30.0, "post": 30.0, "query": 60.0, "file": 30.0, "disk": 
                 "log": 10.0, "read": 30.0}  # default `every:` of polled inputs
 
 
+class CountConfig(Strict):
+    """`count: {times: 3, within: 60s}`: alarm as soon as the check has left OK this many
+    times within the window, even if each time was shorter than `for:` (Phoebus's
+    `count`, Icinga's soft states). Without `for:`, a single departure alarms once it
+    has lasted `within`."""
+
+    times: int
+    within: Duration
+
+    @field_validator("times")
+    @classmethod
+    def _at_least_two(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"must be at least 2, not {v} (1 time is every alarm: "
+                             "leave count: out)")
+        return v
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("the window must be more than 0s (e.g. 60s)")
+        return v
+
+
 class CheckConfig(Strict):
     id: Id
     name: str | None = None
     group: str = "default"
     labels: dict[str, str] = {}
-    description: str | None = None
+    description: str | None = None  # shown in every message about the check and in status
+    runbook: str | None = None  # what to do: shown in messages and status (guidance, displays)
     # inputs: exactly one
     pv: str | None = None  # Channel Access
     pva: str | None = None  # PVAccess
@@ -398,6 +424,7 @@ class CheckConfig(Strict):
     # alarm logic
     for_: Duration = Field(0.0, alias="for")
     latch: bool = False
+    count: CountConfig | None = None  # alarm when out of limits `times` within `within`
     depends_on: list[DependencyRef | AllOf] = []  # check ids, "group:NAME", {all_of: [...]}
     modes: list[str] | None = None
     by_mode: dict[str, ModeConditions] = {}  # mode name -> the conditions in that mode

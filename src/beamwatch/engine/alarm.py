@@ -1,13 +1,21 @@
-"""Alarm logic of one check: `for:` delay, latch, acknowledgement.
+"""Alarm logic of one check: `for:` delay, `count:` in a window, latch, acknowledgement.
 
 The vocabulary is the Phoebus alarm server's: `current` is what the check
 says now (after its delay), `severity` is the alarm severity people see —
 with `latch: true` it stays at the worst seen until someone acknowledges.
 No I/O, no clock: every call gets `now`, and returns the transitions it made.
+
+`count: {times, within}` is Phoebus's alarm count: a pending alarm is committed
+at once when the check has left OK `times` times within `within` seconds, even
+if each departure was shorter than `for:`. A check with `count:` and no `for:`
+waits `within` before raising instead, so one long departure still alarms
+(Phoebus uses the delay as the count's window), and clears at once.
+Departures are kept in memory only: a restart starts counting again.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -30,6 +38,26 @@ RULES: list[tuple[bool | None, str, bool | None, str, bool | str]] = [
     (True,   "better",  True,   "new",    True),
     (True,   "ok",      True,   "new",    False),
 ]
+
+
+# When a pending severity (the check says something other than `current`) is
+# committed, as a table: (raising, held for `for:`, counted `times` within the
+# window) -> commit now. "raising" is a worse severity than `current`; count
+# only ever hastens an alarm, never a clear.
+COMMIT_RULES: list[tuple[bool | None, bool, bool | None, bool]] = [
+    # raising  held   counted  commit
+    (_ANY,     True,  _ANY,    True),   # held as long as `for:` asks
+    (True,     False, True,    True),   # out of limits often enough, each time shorter
+    (True,     False, False,   False),  # wait: for `for:` or for one more departure
+    (False,    False, _ANY,    False),  # clearing (or better) waits out `for:`
+]
+
+
+def _commits(raising: bool, held: bool, counted: bool) -> bool:
+    for r_raising, r_held, r_counted, commit in COMMIT_RULES:
+        if r_raising in (_ANY, raising) and r_held == held and r_counted in (_ANY, counted):
+            return commit
+    raise AssertionError(f"no commit rule for raising={raising} held={held} counted={counted}")
 
 
 def _compare(new: Severity, alarm: Severity) -> str:
@@ -75,11 +103,18 @@ def _shown(thing: object, how: Callable[[object], str]) -> str:
 
 class AlarmLogic:
     def __init__(self, check_id: str, delay: float = 0.0, latch: bool = False,
-                 state: AlarmState | None = None):
+                 state: AlarmState | None = None, count: tuple[int, float] | None = None):
         self.check_id = check_id
+        self.count = count  # (times, within seconds) or None
         self.delay = delay
+        # with count: and no for:, one long departure alarms after the window; clears
+        # stay immediate
+        self.raise_delay = delay if delay > 0 or count is None else count[1]
         self.latch = latch
         self.state = state or AlarmState(check_id)
+        s = self.state
+        self._said = s.pending if s.pending is not None else s.current  # the last evaluation
+        self._departures: deque[float] = deque()  # when it left OK, within the window
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -87,6 +122,9 @@ class AlarmLogic:
         """A new evaluation: commit it now, or start/continue waiting out the delay."""
         s = self.state
         severity, message = _defined(ev)
+        if self.count is not None:
+            self._count_departure(severity, now)
+        self._said = severity
         if severity == s.current:
             # once per sample on a quiet beamline: positional, not replace() (3x slower)
             self.state = AlarmState(s.check_id, s.severity, s.current, s.acked, s.acked_by,
@@ -95,9 +133,26 @@ class AlarmLogic:
         pending_since = s.pending_since if s.pending is not None else now
         self.state = replace(s, pending=severity, pending_since=pending_since,
                              message=message, value=ev.value)
-        if now - pending_since >= self.delay:
+        held = now - pending_since >= self._delay(severity, s.current)
+        if _commits(severity > s.current, held, self._counted(now)):
+            self._departures.clear()  # the next alarm needs `times` new departures
             return self._commit(now, "evaluation")
         return []
+
+    def _count_departure(self, severity: Severity, now: float) -> None:
+        # departures while already in alarm do not count towards the next alarm
+        if self._said == Severity.OK and severity != Severity.OK \
+                and self.state.current == Severity.OK:
+            self._departures.append(now)
+
+    def _counted(self, now: float) -> bool:
+        """Has the check left OK `times` times within the window ending now?"""
+        if self.count is None:
+            return False
+        times, within = self.count
+        while self._departures and self._departures[0] < now - within:
+            self._departures.popleft()
+        return len(self._departures) >= times
 
     def tick(self, now: float) -> list[Transition]:
         """Time passed: commit a pending severity whose delay has run out."""
@@ -125,7 +180,10 @@ class AlarmLogic:
         s = self.state
         if s.pending is None or s.pending_since is None:
             return None
-        return s.pending_since + self.delay
+        return s.pending_since + self._delay(s.pending, s.current)
+
+    def _delay(self, pending: Severity, current: Severity) -> float:
+        return self.raise_delay if pending > current else self.delay
 
     # -- the table --------------------------------------------------------------------
 

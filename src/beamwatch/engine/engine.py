@@ -162,7 +162,8 @@ class Engine:
 
     def _runtime(self, cfg: CheckConfig, ids: CheckNames, state: AlarmState | None,
                  now: float) -> Runtime:
-        logic = AlarmLogic(cfg.id, cfg.for_, cfg.latch, state)
+        count = (cfg.count.times, cfg.count.within) if cfg.count else None
+        logic = AlarmLogic(cfg.id, cfg.for_, cfg.latch, state, count)
         return Runtime(Check(cfg, ids), logic, CheckInput(started=now),
                        address=cfg.input_address, source=cfg.input_source)
 

@@ -83,6 +83,10 @@ class Message:
     previous_mode: str | None = None
     mode_source: str | None = None
     until: float | None = None
+    # the check's `description:` and `runbook:` (what to do; imported Phoebus guidance,
+    # displays and commands): shown in every message about the check
+    description: str = ""
+    runbook: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

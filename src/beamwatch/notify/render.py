@@ -21,7 +21,8 @@ The context of every template:
 
     m        the `Message` (m.kind, m.beamline, m.title, m.severity, m.previous_severity,
              m.value, m.text, m.time, m.since, m.incident_id, m.mode, m.link,
-             m.actor, m.check_ids, m.consequences, m.alarms, m.labels, ...)
+             m.actor, m.check_ids, m.consequences, m.alarms, m.labels,
+             m.description, m.runbook (the check's; may be several lines), ...)
     label    the kind as a word: ALARM, ACKNOWLEDGED, RESOLVED, STILL ACTIVE,
              ESCALATED, SUMMARY, TEST, REMINDER, MODE
              (kind "mode": m.previous_mode -> m.mode, m.mode_source, m.actor = the
@@ -255,6 +256,9 @@ def sample_message(kind: str, *, minimal: bool = False) -> Message:
         labels={"group": "optics"},
         escalation_level=1 if kind == "escalation" else 0,
         timezone="Europe/London",
+        description="Second crystal of the double-crystal monochromator",
+        runbook="Guidance: Check the LN2 flow on the DCM cryocooler\n"
+                "Display: Optics > DCM (BL04I-OP-DCM-01.bob)",
     )
 
 

@@ -73,6 +73,8 @@ def webhook_body(message: Message, renderer: Renderer) -> dict[str, Any]:
         "consequences": [_related(r) for r in m.consequences],
         "alarms": [_related(r) for r in m.alarms],
         "mode_change": _mode_change(m),
+        "description": m.description,
+        "runbook": m.runbook,
         "summary": renderer.render("subject", m),
         "text": renderer.render("text", m),
     }

@@ -393,7 +393,8 @@ class Decider:
             text=(state.message if state else "") or inc.summary,
             time=now, since=inc.opened, incident_id=inc.id, mode=self.noise.modes.mode(now),
             link=self._link(inc.id), consequences=consequences, labels=self._labels(check_id),
-            timezone=self.config.timezone, **extra,
+            timezone=self.config.timezone, description=cfg.description or "",
+            runbook=cfg.runbook or "", **extra,
         ).to_dict()
 
     def _related(self, check_id: str) -> Related:
@@ -487,6 +488,8 @@ class Decider:
             consequences=[self._related(c) for c in (inc.failing if inc else ())
                           if c in self.checks],
             timezone=self.config.timezone,
+            description=(cfg.description or "") if cfg else "",
+            runbook=(cfg.runbook or "") if cfg else "",
         ).to_dict()
         suffix = f"/{tr.actor}@{tr.time:.3f}" if kind == "ack" and tr else ""
         return {"check_id": check_id, "incident_id": incident_id,

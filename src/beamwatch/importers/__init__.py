@@ -1,0 +1,1 @@
+"""Importers: other alarm systems' configurations as beamwatch checks."""
