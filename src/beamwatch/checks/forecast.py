@@ -191,25 +191,33 @@ def _in(seconds: float) -> str:
 
 class Trend:
     """The recent points of one check, one per bucket (the last value in it), for at most
-    one window: bounded memory however fast the PV updates."""
+    one window: bounded memory however fast the PV updates. The open bucket shows its
+    first and its last two samples, so a refill is seen as a step at its second sample,
+    not only once its bucket closes."""
 
     def __init__(self, window: float):
         self.window = window
         self.bucket = max(MIN_BUCKET, window / MAX_POINTS)
-        self.points: deque[Point] = deque(maxlen=2 * MAX_POINTS + 2)
-        self._last_bucket: float | None = None
+        self.points: deque[Point] = deque(maxlen=MAX_POINTS + 2)  # closed buckets
+        self._open: list[Point] = []  # the open bucket's first and last two samples
+        self._open_bucket: float | None = None
 
     def add(self, t: float, value: float) -> None:
         if not math.isfinite(value):
             return
-        bucket = t // self.bucket
-        if bucket == self._last_bucket and self.points:
-            self.points[-1] = (t, value)  # the bucket's last value stands for it
-        elif self.points and t < self.points[-1][0]:
+        latest = self._open[-1][0] if self._open else (self.points[-1][0] if self.points
+                                                        else None)
+        if latest is not None and t < latest:
             return  # older than what we hold (history arriving after samples): skip
+        bucket = t // self.bucket
+        if bucket != self._open_bucket:
+            if self._open:
+                self.points.append(self._open[-1])
+            self._open, self._open_bucket = [(t, value)], bucket
+        elif len(self._open) < 3:
+            self._open.append((t, value))
         else:
-            self.points.append((t, value))
-            self._last_bucket = bucket
+            self._open[1:] = [self._open[2], (t, value)]
 
     def seed(self, points: Iterable[Point]) -> None:
         """Points from before this run (the stored per-minute history), oldest first."""
@@ -219,9 +227,10 @@ class Trend:
     def window_points(self, now: float) -> list[Point]:
         """The points in the window; the last value carried to `now` (Channel Access sends
         a value only when it changes: no news is the same value)."""
-        while self.points and self.points[0][0] < now - self.window:
+        start = now - self.window
+        while self.points and self.points[0][0] < start:
             self.points.popleft()
-        out = list(self.points)
+        out = list(self.points) + [p for p in self._open if p[0] >= start]
         if out and now - out[-1][0] >= self.bucket:
             out.append((now, out[-1][1]))
         return out
