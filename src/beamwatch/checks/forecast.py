@@ -27,9 +27,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from ..model import Severity, value_text
 from ..timefmt import zone
+
+if TYPE_CHECKING:
+    from ..config.schema import CheckConfig, ForecastConfig
+    from .evaluate import CheckInput
 
 MAX_POINTS = 60  # points per window: enough for a robust fit, cheap to fit (1770 pairs)
 MIN_BUCKET = 1.0  # seconds: one point a second at most
@@ -184,6 +189,71 @@ def _in(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"~{seconds / 60:.0f} min"
     return f"~{seconds / 3600:.1f} h"
+
+
+# --- a check's forecast, as the check evaluates it ---------------------------------------
+
+REFIT_EVERY = 1.0  # seconds: a 10 Hz PV is not re-fitted ten times a second
+
+
+class ForecastRule:
+    """The `forecast:` of one check: its limits, the severity it alarms at, its message."""
+
+    def __init__(self, config: ForecastConfig, limits: list[Limit], timezone: str,
+                 unit: str):
+        self.config = config
+        self.limits = limits
+        self.timezone = timezone
+        self.unit = unit
+
+    def new_trend(self) -> Trend:
+        return Trend(self.config.window)
+
+    def severity(self, limit: Limit) -> Severity:
+        how = self.config.severity
+        if how == "same":
+            return limit.severity
+        if how == "lower":
+            return max(Severity.MINOR, Severity(limit.severity - 1))
+        return Severity[how.upper()]
+
+    def verdict(self, inp: CheckInput, value: Any, current: Severity,
+                now: float) -> tuple[Severity, str] | None:
+        """(severity, message) when a limit worse than `current` is forecast, else None."""
+        if inp.trend is None:
+            return None
+        cached = inp.prediction
+        if cached is not None and 0 <= now - cached[0] < REFIT_EVERY and cached[1] == current:
+            p = cached[2]
+        else:
+            cfg = self.config
+            p = forecast(inp.trend.window_points(now),
+                         [lim for lim in self.limits if lim.severity > current], now,
+                         horizon=cfg.horizon, window=cfg.window, min_points=cfg.min_points,
+                         method=cfg.method)
+            inp.prediction = (now, current, p)
+        if p is None:
+            return None
+        severity = self.severity(p.limit)
+        if severity <= current:
+            return None
+        return severity, describe(p, value, now, self.timezone, self.unit)
+
+
+def forecast_rule(config: CheckConfig, timezone: str = "UTC") -> ForecastRule | None:
+    if config.forecast is None:
+        return None
+    limits = []
+    for direction in ("above", "below"):
+        levels = getattr(config, direction)
+        if levels is None:
+            continue
+        for name in ("minor", "major"):
+            value = getattr(levels, name)
+            if value is not None:
+                limits.append(Limit(direction, float(value), Severity[name.upper()]))
+    unit = config.forecast.unit or ("%" if config.measure == "free_percent" else "")
+    return ForecastRule(config.forecast, limits, timezone, unit)
 
 
 # --- the engine's memory of one check ---------------------------------------------------
