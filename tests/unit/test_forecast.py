@@ -58,8 +58,10 @@ TRUE_CROSSING = T0 + 70 / (0.4 / 60)
 
 @pytest.mark.parametrize("method", ["theil-sen", "linear"])
 @pytest.mark.parametrize("signal", [drain, with_noise(drain, 0.5),
-                                    with_outlier(drain, T0 + 6500, 30.0)],
-                         ids=["linear drain", "drain plus noise", "drain with an outlier"])
+                                    with_outlier(drain, T0 + 6500, 30.0),
+                                    lambda t: round(drain(t), 1)],
+                         ids=["linear drain", "drain plus noise", "drain with an outlier",
+                              "drain read to 0.1"])
 def test_a_drain_is_forecast_about_one_horizon_ahead(signal, method):
     p, when = run(signal, 4 * 3600, method=method)
     assert p is not None, "no forecast on a drain"

@@ -73,7 +73,10 @@ def forecast(points: Iterable[Point], limits: Sequence[Limit], now: float, *,
     """The first limit the trend of the last `window` reaches within `horizon`, or None."""
     series = sorted((t, v) for t, v in points if now - window <= t <= now and math.isfinite(v))
     series = _after_last_step(series)
-    if len(series) < max(min_points, 3):
+    # points are counted by bucket, as Trend keeps them: the open bucket shows up to three
+    # samples, and a count that dropped each time a bucket closed would flap at min_points
+    bucket = max(MIN_BUCKET, window / MAX_POINTS)
+    if len(series) < 3 or len({t // bucket for t, _ in series}) < min_points:
         return None
     ts = [t - now for t, _ in series]  # relative to now: no precision lost on epoch seconds
     ys = [v for _, v in series]
@@ -108,10 +111,12 @@ def _after_last_step(series: list[Point]) -> list[Point]:
     centre = statistics.median(r)
     scale = 1.4826 * statistics.median(abs(x - centre) for x in r)
     mean_dev = statistics.fmean(abs(x - centre) for x in r)
-    # a quantised or noiseless signal has no MAD: fall back on the mean departure, and
-    # on a sliver of the values' size so that float rounding is never a jump
+    # a quantised or noiseless signal has no MAD: fall back on the mean departure, on a
+    # few typical moves between points (a rounded drain), and on a sliver of the values'
+    # size so that float rounding is never a jump
     span = max(abs(v) for _, v in series)
-    threshold = max(JUMP * scale, 3 * mean_dev, 1e-9 * (1 + span))
+    typical = statistics.median(abs(dy) for dy, _ in d)
+    threshold = max(JUMP * scale, 3 * mean_dev, 5 * typical, 1e-9 * (1 + span))
     jumps = [abs(x - centre) > threshold for x in r]
     keep = [True] * len(series)
     start = 0
