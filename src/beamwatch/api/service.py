@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..config.schema import Config
+from ..engine.alarm import FORECAST_PREFIX
 from ..model import AlarmState, Severity, json_value, value_text
 from ..store import Store
 from . import audit
@@ -40,6 +41,7 @@ class CheckStatus:
     muted: str | None = None  # why nobody is told about this alarm (MODE, DEPENDENCY…)
     mute_detail: str | None = None
     incident: str | None = None
+    forecast: bool = False  # the alarm is a forecast (checks/forecast.py), not yet crossed
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -72,6 +74,7 @@ def status(config: Config, store: Store) -> list[CheckStatus]:
             muted=tr.muted.value if tr and tr.muted else None,
             mute_detail=tr.mute_detail if tr else None,
             incident=tr.incident_id if tr else None,
+            forecast=st.severity > Severity.OK and st.message.startswith(FORECAST_PREFIX),
         ))
     order = {s.name: int(s) for s in Severity}
     # worst first; within a severity, what people are told about before what is muted
