@@ -145,8 +145,8 @@ def _mann_kendall(ys: Sequence[float]) -> float:
     s = 0
     for i in range(n - 1):
         yi = ys[i]
-        for j in range(i + 1, n):
-            s += (ys[j] > yi) - (ys[j] < yi)
+        later = ys[i + 1:]
+        s += sum(1 for y in later if y > yi) - sum(1 for y in later if y < yi)
     var = n * (n - 1) * (2 * n + 5) / 18
     if s == 0 or var <= 0:
         return 0.0
@@ -155,8 +155,10 @@ def _mann_kendall(ys: Sequence[float]) -> float:
 
 def _theil_sen(ts: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     """(slope, level at t=0): the median pairwise slope, and the median intercept."""
-    slopes = [(ys[j] - ys[i]) / (ts[j] - ts[i])
-              for i in range(len(ts) - 1) for j in range(i + 1, len(ts)) if ts[j] > ts[i]]
+    slopes: list[float] = []
+    for i in range(len(ts) - 1):
+        ti, yi = ts[i], ys[i]
+        slopes.extend([(y - yi) / (t - ti) for t, y in zip(ts[i + 1:], ys[i + 1:]) if t > ti])
     slope = statistics.median(slopes) if slopes else 0.0
     level = statistics.median(y - slope * t for t, y in zip(ts, ys, strict=True))
     return slope, level
