@@ -158,7 +158,8 @@ def _theil_sen(ts: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     slopes: list[float] = []
     for i in range(len(ts) - 1):
         ti, yi = ts[i], ys[i]
-        slopes.extend([(y - yi) / (t - ti) for t, y in zip(ts[i + 1:], ys[i + 1:]) if t > ti])
+        slopes.extend([(y - yi) / (t - ti)
+                       for t, y in zip(ts[i + 1:], ys[i + 1:], strict=True) if t > ti])
     slope = statistics.median(slopes) if slopes else 0.0
     level = statistics.median(y - slope * t for t, y in zip(ts, ys, strict=True))
     return slope, level
