@@ -16,6 +16,7 @@ from .config.schema import INTERNAL_SOURCE
 from .engine import commands as commands_
 from .engine.engine import Engine
 from .engine.noise import Noise
+from .engine.past import stored_values, with_archive
 from .facility.snapshot import CHECK_EVERY as ONCALL_EVERY
 from .facility.snapshot import OnCallSnapshot
 from .ha import Leadership, here
@@ -106,8 +107,12 @@ class App:
                                    lease=CLAIM_LEASE.get(self.store.dialect, 60.0))
         self.worker.may_send = self.leadership.held
         self.noise_store = NoiseStore(self.store)
+        past = stored_values(self.store)  # a forecast's first window after a start
+        if any(src.kind == "archiver" for src in self.config.sources.values()):
+            past = with_archive(self.config, past)  # and before beamwatch watched
         self.engine = Engine(self.config, self.sources, self.store, self.clock,
-                             keep=self.noise_store.keep, on_committed=self.worker.wake)
+                             keep=self.noise_store.keep, on_committed=self.worker.wake,
+                             past_values=past)
         self.calendars = CalendarFeeds(self.config, self.config_path.parent, self.clock)
         self.overlays: list[Overlay] = []  # runtime changes over the file (routing/overlays.py)
         self._digest_day: str | None = None  # the day whose digest is queued

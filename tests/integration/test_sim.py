@@ -9,6 +9,7 @@ deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -197,3 +198,44 @@ def test_the_endstation_serves_pvaccess_on_its_own_port_only(sim) -> None:
         assert 15 < float(value) < 35 and value.severity == 0
         with pytest.raises(TimeoutError):  # the machine IOC serves Channel Access only
             ctx.get(sim.pv("SR-CS-IOC-01:HEARTBEAT"), timeout=1)
+
+
+def test_slow_faults_drift_until_cleared(sim) -> None:
+    """dewar-draining, disk-filling and cryojet-drift move their PV at the rate given
+    (here fast, for a test; slow and realistic by default); clear brings each back."""
+    level, free, temp, filling = (sim.pv(n) for n in (
+        "BL04I-EA-DEWAR-01:LEVEL", "BL04I-EA-DISK-01:FREE", "BL04I-EA-CSTRM-01:TEMP",
+        "BL04I-EA-DEWAR-01:FILLING"))
+    before = sim.read([level, free, temp])
+    for name in ("dewar-draining", "disk-filling", "cryojet-drift"):
+        sim.fault(name, rate=120.0)  # 2 %/s, 2 %/s, 2 K/s
+    after = wait_for(lambda: sim.read([level, free, temp, filling]),
+                     lambda got: got[temp].value > before[temp].value + 6, 30,
+                     "the cryojet drifting up")
+    assert after[level].value < before[level].value - 5  # draining, the autofill off
+    assert after[filling].value == 0
+    assert after[free].value < before[free].value - 5
+    assert after[temp].value < 150  # a drift, not the 1 K/s warm-up of a lost gas flow
+    sim.clear()
+    back = wait_for(lambda: sim.read([level, free, temp]),
+                    lambda got: got[free].value >= 62 and got[temp].value < 101, 30,
+                    "back after clear")
+    assert back[free].severity == 0
+    # the level stops draining (the autofill refills it once below 40 %: the acceptance
+    # test of forecasts sees that)
+    assert back[level].value > after[level].value - 5
+
+
+def test_only_the_slow_faults_take_a_rate() -> None:
+    from beamwatch.sim import faults
+    from beamwatch.sim.errors import SimError
+
+    assert faults.plan("dewar-draining") == ("FAULT:DRAIN", 0.4)  # a realistic pace
+    assert faults.plan("cryojet-drift", rate=2) == ("FAULT:DRIFT", 2.0)
+    with pytest.raises(SimError, match="takes no rate; only the slow faults do"):
+        faults.plan("vacuum-loss", rate=3)
+    with pytest.raises(SimError, match="--rate must be more than 0"):
+        faults.plan("disk-filling", rate=0)
+    listed = json.loads(sim_cli("faults", "--json").stdout)
+    assert {f["name"]: f["rate_unit"] for f in listed if f["rate_unit"]} == {
+        "dewar-draining": "%/min", "disk-filling": "%/min", "cryojet-drift": "K/min"}

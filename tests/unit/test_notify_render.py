@@ -44,6 +44,14 @@ def test_alarm_subject_and_text(renderer: Renderer) -> None:
     assert "Dashboard: https://beamwatch.example.org/incidents/inc-42" in text
 
 
+def test_a_forecast_says_so_in_the_subject_and_gives_its_time(renderer: Renderer) -> None:
+    text = "forecast: 23 % falling 0.4 %/min: reaches 10 % (minor) in ~33 min, at 02:41"
+    m = replace(sample_message("alarm"), text=text, severity=Severity.MINOR)
+    assert renderer.render("subject", m).startswith("[I04] MINOR FORECAST: ")
+    assert f"Message:   {text}" in renderer.render("text", m)
+    assert renderer.render("subject", sample_message("alarm")).startswith("[I04] MAJOR: ")
+
+
 def test_kind_specific_lines(renderer: Renderer) -> None:
     assert "Acknowledged by ana at" in renderer.render("text", sample_message("ack"))
     resolve = renderer.render("text", sample_message("resolve"))

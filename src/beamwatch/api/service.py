@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..config.schema import Config
+from ..engine.alarm import FORECAST_PREFIX
 from ..model import AlarmState, Severity, json_value, value_text
 from ..store import Store
 from . import audit
@@ -42,6 +43,7 @@ class CheckStatus:
     incident: str | None = None
     description: str = ""  # the check's description: and runbook: (what to do)
     runbook: str = ""
+    forecast: bool = False  # the alarm is a forecast (checks/forecast.py), not yet crossed
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -75,6 +77,7 @@ def status(config: Config, store: Store) -> list[CheckStatus]:
             mute_detail=tr.mute_detail if tr else None,
             incident=tr.incident_id if tr else None,
             description=cfg.description or "", runbook=cfg.runbook or "",
+            forecast=st.severity > Severity.OK and st.message.startswith(FORECAST_PREFIX),
         ))
     order = {s.name: int(s) for s in Severity}
     # worst first; within a severity, what people are told about before what is muted

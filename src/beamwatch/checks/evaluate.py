@@ -15,6 +15,7 @@ from typing import Any
 from ..config.schema import CheckConfig
 from ..model import Evaluation, Sample, Severity, value_text
 from .expr import CheckNames, Expression, ExpressionError
+from .forecast import Prediction, Trend, forecast_rule
 
 
 @dataclass(slots=True)
@@ -28,12 +29,19 @@ class CheckInput:
     threshold_severity: Severity = Severity.OK  # for hysteresis
     # kinds of error already logged for this check (the engine logs each kind once)
     failures_logged: set[str] = field(default_factory=set)
+    trend: Trend | None = None  # recent values, for a check with forecast:
+    # the last forecast: when it was made, for which severity, what it said
+    prediction: tuple[float, Severity, Prediction | None] | None = None
 
     def update(self, sample: Sample) -> None:
         self.sample = sample
         if sample.connected:
             self.last_update = sample.received
             self.disconnected_since = None
+            if self.trend is not None:
+                number, problem = _as_number(sample.value)
+                if problem is None:
+                    self.trend.add(sample.received, number)
         elif self.disconnected_since is None:
             self.disconnected_since = sample.received
 
@@ -41,7 +49,8 @@ class CheckInput:
 class Check:
     """One configured check, compiled: thresholds, expression, timing rules."""
 
-    def __init__(self, config: CheckConfig, known_checks: CheckNames | list[str]):
+    def __init__(self, config: CheckConfig, known_checks: CheckNames | list[str],
+                 timezone: str = "UTC"):
         self.config = config
         self.id = config.id
         self.expression = Expression(config.when, known_checks) if config.when else None
@@ -50,8 +59,9 @@ class Check:
             config.epics_severity if config.epics_severity is not None else not has_condition
         )
         self.when_severity = Severity.parse(config.severity)
+        self.forecast = forecast_rule(config, timezone)
         # the same check under other limits in some beamline modes (by_mode:)
-        self.in_mode = {mode: Check(config.in_mode(mode), known_checks)
+        self.in_mode = {mode: Check(config.in_mode(mode), known_checks, timezone)
                         for mode in config.by_mode}
 
     @property
@@ -91,6 +101,7 @@ class Check:
         if self.config.alert is not None:  # the alerts' own severity (sources/alertmanager.py)
             return Evaluation(sample.severity, getattr(sample, "note", None) or "", value, now)
         verdicts: list[tuple[Severity, str]] = []
+        forecast: tuple[Severity, str] | None = None
         if self.config.above or self.config.below:
             number, problem = _as_number(value)
             if problem:
@@ -98,6 +109,10 @@ class Check:
             sev, text = self._thresholds(number, inp.threshold_severity)
             inp.threshold_severity = sev
             verdicts.append((sev, text))
+            if self.forecast is not None:
+                forecast = self.forecast.verdict(inp, value, sev, now)
+                if forecast is not None:
+                    verdicts.append(forecast)
         if self.expression is not None:
             try:
                 hit = self.expression.evaluate(value, sample.severity, others)
@@ -110,14 +125,17 @@ class Check:
         if self.use_epics_severity:
             verdicts.append(_record_alarm(sample))
         # one verdict (most checks: thresholds only) needs no max()
-        severity, text = verdicts[0] if len(verdicts) == 1 else max(
+        chosen = verdicts[0] if len(verdicts) == 1 else max(
             verdicts, key=_by_severity, default=(Severity.OK, ""))
+        severity, text = chosen
         if severity == Severity.OK:
             text = f"OK ({_text(value)})"
         note = getattr(sample, "note", None)  # internal and heartbeat samples say why
         if note:
             text = f"{text}: {note}"
-        return Evaluation(severity, text, value, now)
+        # a real alarm of the same severity wins over its forecast (max keeps the first)
+        return Evaluation(severity, text, value, now,
+                          forecast=forecast is not None and chosen is forecast)
 
     def _thresholds(self, value: float, previous: Severity) -> tuple[Severity, str]:
         """Worst level crossed; a level already alarmed clears only past the hysteresis band."""

@@ -116,6 +116,8 @@ def history_command(
         change = f"{r['old']} → [{SEVERITY_STYLE[r['new']]}]{r['new']}[/]"
         if r["reason"] == "ack":
             change += f" acked by {r['actor']}"
+        elif r["reason"] in ("forecast", "forecast came true"):
+            change += f" ({r['reason']})"
         why = r["message"] + (f" [muted: {r['muted']} {r['mute_detail'] or ''}]"
                               if r["muted"] else "")
         table.add_row(timefmt.show(r["time"], cfg.timezone), r["check"], change,

@@ -19,11 +19,12 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from ..timefmt import parse_duration
+from ..timefmt import format_duration, parse_duration
 from .types import Duration, Secret, SecretValue
 
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
@@ -338,6 +339,39 @@ def _archive_kind(v: Any) -> str:
     return "archive-off" if v is False else "ArchiveRef"  # one branch's errors, not both
 
 
+FORECAST_MAX_POINTS = 60  # checks.forecast.MAX_POINTS: points a forecast window holds
+FORECAST_MIN_POINTS = 8  # fewer points can never show a significant trend (Mann–Kendall)
+
+
+class ForecastConfig(Strict):
+    """`forecast: {horizon: 2h, window: 30m}`: alarm when the trend of the last `window`
+    reaches one of the check's limits within `horizon` (checks/forecast.py)."""
+
+    horizon: Duration
+    window: Duration
+    min_points: int = Field(10, ge=FORECAST_MIN_POINTS, le=FORECAST_MAX_POINTS)
+    method: Literal["theil-sen", "linear"] = "theil-sen"
+    # the forecast's severity: that of the limit it forecasts ("same"), one level lower
+    # ("lower": a forecast MAJOR pages as MINOR), or always this one
+    severity: Literal["same", "lower", "minor", "major"] = "same"
+    unit: str = Field("", max_length=20)  # shown after values in the message ("%", "K")
+
+    @field_validator("horizon", "window")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be more than 0s")
+        return v
+
+    @model_validator(mode="after")
+    def _enough_points(self) -> ForecastConfig:
+        if self.window < self.min_points:  # one point a second at most
+            raise ValueError(f"window {format_duration(self.window)} is too short for "
+                             f"min_points {self.min_points} (one point a second at most): "
+                             f"give a window of at least {self.min_points}s")
+        return self
+
+
 # The input keys of a check; exactly one is given. (pva/http/sql/files: issue 14)
 INPUT_KEYS = ("pv", "pva", "internal", "get", "post", "query", "file", "disk", "log", "read",
               "heartbeat", "alert")
@@ -426,6 +460,7 @@ class CheckConfig(Strict):
     latch: bool = False
     count: CountConfig | None = None  # alarm when out of limits `times` within `within`
     depends_on: list[DependencyRef | AllOf] = []  # check ids, "group:NAME", {all_of: [...]}
+    forecast: ForecastConfig | None = None  # alarm before a limit is crossed
     modes: list[str] | None = None
     by_mode: dict[str, ModeConditions] = {}  # mode name -> the conditions in that mode
 
@@ -439,6 +474,29 @@ class CheckConfig(Strict):
         data = self.model_dump(by_alias=True, exclude={"by_mode"})
         data.update(override.model_dump(exclude_none=True))
         return CheckConfig.model_validate(data)
+
+    @field_validator("forecast")
+    @classmethod
+    def _forecast_fits(cls, fc: ForecastConfig | None, info: ValidationInfo
+                       ) -> ForecastConfig | None:
+        """Here, not in _consistent, so that the error points at the forecast: line (the
+        fields it needs are declared before it, and already validated)."""
+        if fc is None:
+            return fc
+        data = info.data
+        if not (data.get("above") or data.get("below")):
+            raise ValueError("needs numeric limits to forecast a crossing (above:, below:, "
+                             "free_below: or age:), not only when:")
+        polled = [k for k in POLLED_EVERY if data.get(k) is not None]
+        if polled:
+            every = data.get("every") or POLLED_EVERY[polled[0]]
+            polls = fc.window / every
+            if polls < fc.min_points:
+                raise ValueError(
+                    f"window {format_duration(fc.window)} holds only {polls:.0f} polls at "
+                    f"every: {format_duration(every)}; min_points {fc.min_points} needs a "
+                    f"window of at least {format_duration(fc.min_points * every)}")
+        return fc
 
     def _internal_consistent(self) -> None:
         if self.source is not None:

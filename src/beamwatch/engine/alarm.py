@@ -21,6 +21,8 @@ from dataclasses import replace
 
 from ..model import AlarmState, Evaluation, Severity, Transition
 
+FORECAST_PREFIX = "forecast: "  # how checks/forecast.py begins its messages
+
 # How a newly committed `current` severity changes the alarm severity and the
 # acknowledgement, as a table: (latch, new current vs alarm severity, acked) ->
 # (alarm severity becomes "new" or "keep", acked becomes True/False/"keep").
@@ -115,6 +117,10 @@ class AlarmLogic:
         s = self.state
         self._said = s.pending if s.pending is not None else s.current  # the last evaluation
         self._departures: deque[float] = deque()  # when it left OK, within the window
+        # whether `current` is a forecast (checks/forecast.py) rather than a crossed limit;
+        # a restored state says so in its message
+        self.forecast = self.state.message.startswith(FORECAST_PREFIX)
+        self._pending_forecast = False
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -125,19 +131,30 @@ class AlarmLogic:
         if self.count is not None:
             self._count_departure(severity, now)
         self._said = severity
+        forecast = ev.forecast is True
         if severity == s.current:
             # once per sample on a quiet beamline: positional, not replace() (3x slower)
             self.state = AlarmState(s.check_id, s.severity, s.current, s.acked, s.acked_by,
                                     s.acked_at, s.since, message, ev.value)
+            if forecast != self.forecast and severity > Severity.OK:
+                # the same severity, but the forecast came true (or a crossed limit eased
+                # back to a forecast): a row of the beamline log, in the same incident
+                self.forecast = forecast
+                return [self._transition(s, now, "forecast" if forecast
+                                         else "forecast came true")]
             return []
         pending_since = s.pending_since if s.pending is not None else now
+        self._pending_forecast = forecast
         self.state = replace(s, pending=severity, pending_since=pending_since,
                              message=message, value=ev.value)
         held = now - pending_since >= self._delay(severity, s.current)
         if _commits(severity > s.current, held, self._counted(now)):
             self._departures.clear()  # the next alarm needs `times` new departures
-            return self._commit(now, "evaluation")
+            return self._commit(now, self._reason())
         return []
+
+    def _reason(self) -> str:
+        return "forecast" if self._pending_forecast else "evaluation"
 
     def _count_departure(self, severity: Severity, now: float) -> None:
         # departures while already in alarm do not count towards the next alarm
@@ -158,7 +175,7 @@ class AlarmLogic:
         """Time passed: commit a pending severity whose delay has run out."""
         deadline = self.deadline
         if deadline is not None and now >= deadline:
-            return self._commit(now, "evaluation")
+            return self._commit(now, self._reason())
         return []
 
     def acknowledge(self, who: str, now: float) -> list[Transition]:
@@ -190,6 +207,8 @@ class AlarmLogic:
     def _commit(self, now: float, reason: str) -> list[Transition]:
         s = self.state
         new = s.pending if s.pending is not None else s.current
+        if s.pending is not None:
+            self.forecast = self._pending_forecast and new > Severity.OK
         sev_choice, ack_choice = _rule(self.latch, _compare(new, s.severity), s.acked)
         severity = new if sev_choice == "new" else s.severity
         acked = s.acked if ack_choice == "keep" else bool(ack_choice)

@@ -28,6 +28,7 @@ from ..store import LatestValue, Store
 from ..store.errors import describe
 from .alarm import AlarmLogic
 from .history import MinuteHistory
+from .past import PastValues, stored_values
 from .writer import Batch, BatchWriter, WriterStats
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,12 @@ class EngineStats:
 class Engine:
     def __init__(self, config: Config, sources: dict[str, Source], store: Store,
                  clock: Clock | None = None, *, decider: Decider | None = None,
-                 keep: Keep | None = None, on_committed: Callable[[], None] | None = None):
+                 keep: Keep | None = None, on_committed: Callable[[], None] | None = None,
+                 past_values: PastValues | None = None):
         """`keep` stores a decision's incident snapshots and mode changes with its batch;
-        `on_committed` is called when stored notifications wait to be sent (the outbox)."""
+        `on_committed` is called when stored notifications wait to be sent (the outbox);
+        `past_values` gives a forecast its window's values from before the start (the
+        store's per-minute history by default)."""
         self.config = config
         self.sources = sources
         self.store = store
@@ -131,6 +135,7 @@ class Engine:
         self.decider: Decider = decider or NoNotifications()
         self.keep = keep
         self.on_committed = on_committed
+        self.past_values = past_values or stored_values(store)
         self.runtimes: dict[str, Runtime] = {}
         self.by_address: dict[tuple[str, str], list[Runtime]] = {}
         self.readers: dict[str, list[Runtime]] = {}  # check id -> checks whose `when:` read it
@@ -164,8 +169,22 @@ class Engine:
                  now: float) -> Runtime:
         count = (cfg.count.times, cfg.count.within) if cfg.count else None
         logic = AlarmLogic(cfg.id, cfg.for_, cfg.latch, state, count)
-        return Runtime(Check(cfg, ids), logic, CheckInput(started=now),
-                       address=cfg.input_address, source=cfg.input_source)
+        rt = Runtime(Check(cfg, ids, self.config.timezone), logic, CheckInput(started=now),
+                     address=cfg.input_address, source=cfg.input_source)
+        self._trend(rt, now)
+        return rt
+
+    def _trend(self, rt: Runtime, now: float) -> None:
+        """A check with forecast: keeps its recent values, starting from the past ones."""
+        rule = rt.check.forecast
+        trend = rt.input.trend
+        if rule is None:
+            rt.input.trend = None
+        elif trend is None or trend.window != rule.config.window:
+            rt.input.trend = rule.new_trend()
+            rt.input.prediction = None
+            window = rule.config.window
+            rt.input.trend.seed(self.past_values(rt.check.id, now - window, now))
 
     def _index(self) -> None:
         self.by_address = {}
@@ -215,19 +234,27 @@ class Engine:
         now = self.clock.now()
         old = self.runtimes
         before = self.addresses()
+        self.config = config  # the new checks are built under its timezone
         ids = CheckNames(config.check_ids)
         report: dict[str, list[str]] = {"added": [], "changed": [], "removed": [], "kept": []}
         new: dict[str, Runtime] = {}
         for cfg in config.checks:
             prev = old.get(cfg.id)
             if prev is not None and prev.check.config == cfg:
-                prev.check = Check(cfg, ids)  # other checks' ids may have changed
+                prev.check = Check(cfg, ids, config.timezone)  # other checks' ids may change
                 new[cfg.id] = prev
                 report["kept"].append(cfg.id)
                 continue
             rt = self._runtime(cfg, ids, prev.logic.state if prev else None, now)
             if prev is not None and prev.address == rt.address and prev.source == rt.source:
+                trend = rt.input.trend
                 rt.input = prev.input
+                rt.input.prediction = None  # the limits may have changed
+                if trend is not None and (prev.input.trend is None
+                                          or prev.input.trend.window != trend.window):
+                    rt.input.trend = trend
+                elif trend is None:
+                    rt.input.trend = None
             new[cfg.id] = rt
             report["changed" if prev else "added"].append(cfg.id)
         report["removed"] = sorted(set(old) - set(new))
@@ -474,9 +501,11 @@ class Engine:
 
 
 def _time_sensitive(rt: Runtime) -> bool:
-    """Checks whose verdict can change with no new sample: staleness, grace periods."""
+    """Checks whose verdict can change with no new sample: staleness, grace periods, and
+    forecasts (a PV that stops changing sends nothing, yet its trend flattens)."""
     inp = rt.input
-    return rt.check.config.stale is not None or inp.sample is None or not inp.sample.connected
+    return (rt.check.config.stale is not None or inp.sample is None
+            or not inp.sample.connected or inp.trend is not None)
 
 
 def _log_failure(task: asyncio.Task) -> None:

@@ -76,6 +76,7 @@ class Evaluation:
     message: str
     value: Any = None
     time: float = 0.0
+    forecast: bool = False  # the severity is a forecast (checks/forecast.py), not yet real
 
 
 @dataclass(frozen=True, slots=True)

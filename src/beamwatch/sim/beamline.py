@@ -161,11 +161,12 @@ class SimBeamline:
             raise SimError("the simulated beamline is not running; call start() first")
         return self._link.request(op, timeout, **args)
 
-    def fault(self, name: str, *, ioc: str | None = None) -> None:
+    def fault(self, name: str, *, ioc: str | None = None, rate: float | None = None) -> None:
         """Inject a named fault (see `beamwatch.sim.faults.FAULTS`). ioc-down returns once
-        the IOC is stopped, clear once a stopped IOC answers again."""
-        faults.plan(name, ioc)  # unknown names fail here, with the list of faults
-        self._request("fault", name=name, ioc=ioc)
+        the IOC is stopped, clear once a stopped IOC answers again; a slow fault runs at
+        `rate` (its unit: Fault.rate_unit), or at its realistic default."""
+        faults.plan(name, ioc, rate)  # unknown names fail here, with the list of faults
+        self._request("fault", name=name, ioc=ioc, rate=rate)
 
     def clear(self) -> None:
         """Every fault off, any stopped IOC back."""

@@ -104,7 +104,8 @@ class StdioServer:
             readings = await sup.read(list(request["pvs"]), float(request.get("ca_timeout", 2.0)))
             return {name: r.to_json() for name, r in readings.items()}
         if op == "fault":
-            return await sup.fault(request["name"], request.get("ioc"))
+            return await sup.fault(request["name"], request.get("ioc"),
+                                   rate=request.get("rate"))
         if op == "status":
             return sup.status()
         if op == "stop":

@@ -49,13 +49,14 @@ def _layout(prefix: str, base_port: int) -> SimLayout:
         _fail(str(e))
 
 
-def _inject(layout: SimLayout, name: str, ioc: str | None) -> tuple[str, int | str]:
+def _inject(layout: SimLayout, name: str, ioc: str | None,
+            rate: float | None = None) -> tuple[str, int | float | str]:
     """One fault by CA put from this process (whose CA env is set here, first)."""
     os.environ.update(layout.client_env)
 
-    async def go() -> tuple[str, int | str]:
+    async def go() -> tuple[str, int | float | str]:
         try:
-            return await faults.inject(layout, name, ioc)
+            return await faults.inject(layout, name, ioc, rate=rate)
         finally:
             ca.close()
 
@@ -120,16 +121,20 @@ def fault(
     name: Annotated[str, typer.Argument(help="The fault to inject; `faults` lists them.")],
     ioc: Annotated[str | None, typer.Option(
         "--ioc", help=f"For ioc-down: the IOC to stop ({', '.join(IOC_NAMES[:-1])}).")] = None,
+    rate: Annotated[float | None, typer.Option(
+        "--rate", help="For the slow faults (dewar-draining %/min, disk-filling %/min, "
+        "cryojet-drift K/min): how fast; default a realistic pace.")] = None,
     prefix: PrefixOpt = "",
     base_port: BasePortOpt = DEFAULT_BASE_PORT,
 ) -> None:
     """Inject a named fault into the running simulated beamline."""
     try:
-        faults.plan(name, ioc)  # a bad name fails here, before any network
+        faults.plan(name, ioc, rate)  # a bad name fails here, before any network
     except SimError as e:
         _fail(str(e))
-    pv, value = _inject(_layout(prefix, base_port), name, ioc)
-    typer.echo(f"{name}: {pv} = {value}")
+    pv, value = _inject(_layout(prefix, base_port), name, ioc, rate)
+    unit = faults.get(name).rate_unit
+    typer.echo(f"{name}: {pv} = {value}" + (f" {unit}" if unit else ""))
     if name == "ioc-down":
         typer.echo(f"the supervisor stops IOC {value} now; `beamwatch sim clear` brings it back")
 

@@ -122,6 +122,8 @@ def run_demo(config_path: str | os.PathLike[str]) -> None:
             (f"beamwatch sim fault collection-stalled{port_option}",
              "no new image for a while (a file: check)"),
             (f"beamwatch sim fault gda-down{port_option}", "GDA says FAULT (an HTTP check)"),
+            (f"beamwatch sim fault dewar-draining --rate 6{port_option}",
+             "a slow fault: paged as a forecast first"),
             (f"beamwatch sim clear{port_option}", "back to normal"),
         ):
             _say(f"  {command:<50} {why}")

@@ -27,13 +27,15 @@ class Fault:
     name: str
     summary: str  # one line, for `beamwatch sim faults`
     record: str  # the sim-control record written, under BL04I-SIM:
-    value: int | str = 1
+    value: int | float | str = 1
     lasts: float | None = None  # seconds until it clears itself; None: until `clear`
     takes_ioc: bool = False
+    rate_unit: str | None = None  # a slow fault: the value is its rate (`--rate`) in this
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "summary": self.summary, "record": self.record,
-                "lasts": self.lasts, "takes_ioc": self.takes_ioc}
+                "lasts": self.lasts, "takes_ioc": self.takes_ioc,
+                "rate": self.value if self.rate_unit else None, "rate_unit": self.rate_unit}
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
@@ -62,6 +64,19 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           "LN2 dewar autofill fails: the level falls 2 %/s; once empty the cryojet flow "
           "fails and the sample warms",
           "FAULT:DEWAR"),
+    # slow faults, for forecasts: a realistic pace by default, `--rate` for a quick test
+    Fault("dewar-draining",
+          "the LN2 dewar drains slowly with its autofill off (default 0.4 %/min, --rate); "
+          "clear refills it",
+          "FAULT:DRAIN", value=0.4, rate_unit="%/min"),
+    Fault("disk-filling",
+          "the data disk (BL04I-EA-DISK-01:FREE) fills (default 0.1 %/min of free space, "
+          "--rate); clear frees it",
+          "FAULT:DISKFILL", value=0.1, rate_unit="%/min"),
+    Fault("cryojet-drift",
+          "the sample gas temperature drifts up from 100 K (default 0.05 K/min = 3 K/h, "
+          "--rate); clear brings it back",
+          "FAULT:DRIFT", value=0.05, rate_unit="K/min"),
     Fault("robot-error",
           "sample changer controller error 40, 'Light curtain tripped'",
           "FAULT:ROBOT"),
@@ -96,11 +111,21 @@ def get(name: str) -> Fault:
         ) from None
 
 
-def plan(name: str, ioc: str | None = None) -> tuple[str, int | str]:
-    """The control record and value that inject fault `name`."""
+def plan(name: str, ioc: str | None = None,
+         rate: float | None = None) -> tuple[str, int | float | str]:
+    """The control record and value that inject fault `name` (a slow fault's value is
+    its rate: `rate`, or its realistic default)."""
     fault = get(name)
     if ioc is not None and not fault.takes_ioc:
         raise SimError(f"fault '{name}' takes no IOC; only ioc-down does")
+    if rate is not None:
+        if fault.rate_unit is None:
+            slow = ", ".join(f.name for f in FAULTS.values() if f.rate_unit)
+            raise SimError(f"fault '{name}' takes no rate; only the slow faults do ({slow})")
+        if not rate > 0 or rate > 1e6:
+            raise SimError(f"{name}: --rate must be more than 0 {fault.rate_unit}, "
+                           f"not {rate:g}")
+        return fault.record, float(rate)
     if fault.takes_ioc:
         target = ioc or str(fault.value)
         if target not in DOWNABLE_IOCS:
@@ -110,12 +135,13 @@ def plan(name: str, ioc: str | None = None) -> tuple[str, int | str]:
 
 
 async def inject(layout: SimLayout, name: str, ioc: str | None = None,
-                 timeout: float = 2.0) -> tuple[str, int | str]:
+                 timeout: float = 2.0, rate: float | None = None
+                 ) -> tuple[str, int | float | str]:
     """Inject a fault by CA put; returns (PV, value) written.
 
     The caller's process must have `layout.client_env` in its environment
     before its first CA call (see `ca`)."""
-    record, value = plan(name, ioc)
+    record, value = plan(name, ioc, rate)
     pv = layout.control_pv(record)
     if not await ca.answers(pv, timeout):
         options = (f" --prefix {layout.prefix}" if layout.prefix else "") + (

@@ -329,9 +329,10 @@ class Supervisor:
     async def read(self, pvs: list[str], timeout: float = 2.0) -> dict[str, ca.Reading]:
         return await ca.read(pvs, timeout)
 
-    async def fault(self, name: str, ioc: str | None = None, timeout: float = 20.0) -> Event:
+    async def fault(self, name: str, ioc: str | None = None, timeout: float = 20.0,
+                    rate: float | None = None) -> Event:
         """Inject a fault; for ioc-down and clear, return once the IOC is down / back."""
-        pv, value = await faults.inject(self.layout, name, ioc)
+        pv, value = await faults.inject(self.layout, name, ioc, rate=rate)
         if name in ("ioc-down", "clear"):
             want = str(value) if name == "ioc-down" else None
             deadline = time.monotonic() + timeout
