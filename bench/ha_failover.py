@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.ha_pair import Pair, write_config  # noqa: E402
+from tests.support.ha_pair import DB, Pair, write_config  # noqa: E402
 from tests.support.ioc import Ioc  # noqa: E402
 from tests.support.pgcluster import PgCluster, pg_bin  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
@@ -130,8 +130,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bw-ha-bench-"))
     cluster = PgCluster(bindir)
     receiver = Receiver()
-    db = "".join(f'record(ai, "$(P)T{i}") {{ field(VAL, "1") }}\n' for i in range(1, 7))
-    ioc = Ioc(db)
+    ioc = Ioc(DB)
     cfg = write_config(work / "ha.yaml", ioc, receiver.url, cluster.url)
     pair = Pair(cfg, ioc, cluster.url, work)
     rounds: list[dict] = []

@@ -14,23 +14,14 @@ import uuid
 import pytest
 from werkzeug import Response
 
-from tests.support.ha_pair import CHECKS, TOKEN, Pair, wait_quiet, write_config
-from tests.support.pgcluster import PgCluster, pg_bin
+from tests.support.ha_pair import CHECKS, DB, TOKEN, Pair, wait_quiet, write_config
+from tests.support.pgcluster import private_cluster
 from tests.support.waiting import wait_for
-
-DB_TEXT = "".join(f'record(ai, "$(P)T{i}") {{ field(VAL, "1") }}\n' for i in range(1, 7))
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    import os
-
-    bindir = pg_bin()
-    if bindir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL's initdb/pg_ctl are needed in CI (apt-get install postgresql)")
-        pytest.skip("initdb/pg_ctl not found: apt-get install postgresql to run the HA tests")
-    c = PgCluster(bindir)
+    c = private_cluster()
     yield c
     c.close()
 
@@ -76,7 +67,7 @@ def hook(httpserver):
 @pytest.fixture
 def pair(request, tmp_path, ioc_factory, hook, store_url):
     route_extra = getattr(request, "param", "")
-    ioc = ioc_factory(DB_TEXT)
+    ioc = ioc_factory(DB)
     cfg = write_config(tmp_path / "ha.yaml", ioc, hook.url, store_url, route_extra)
     p = Pair(cfg, ioc, store_url, tmp_path)
     try:

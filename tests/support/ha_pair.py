@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from beamwatch.config import load_config
 from beamwatch.store import Store
 from beamwatch.store.lease import LeaseStore
 from tests.support.pgcluster import free_port
@@ -109,7 +110,8 @@ class Pair:
 
     def __init__(self, cfg: Path, ioc, store_url: str, log_dir: Path):
         self.cfg, self.ioc = cfg, ioc
-        self.store = Store(store_url)
+        os.environ.setdefault("BW_LISTEN", "off")  # the config reads it; off for ours
+        self.store = Store.for_config(load_config(cfg))  # the beamline's schema
         self.a = Member("ws-a", cfg, ioc, log_dir)
         self.b = Member("ws-b", cfg, ioc, log_dir)
 

@@ -64,3 +64,16 @@ class PgCluster:
         except subprocess.CalledProcessError:
             pass  # already stopped
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def private_cluster() -> PgCluster:
+    """A started private cluster; in CI a missing PostgreSQL fails the test, on a
+    workstation it skips saying how to get one."""
+    import pytest
+
+    bindir = pg_bin()
+    if bindir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl) are needed in CI")
+        pytest.skip("no /usr/lib/postgresql/*/bin/pg_ctl: apt-get install postgresql")
+    return PgCluster(bindir)
