@@ -99,9 +99,14 @@ def beamwatch_config(n: int, prefix: str, workdir: Path, addr: str, port: int) -
     return cfg
 
 
-def metrics(port: int) -> dict[str, float]:
+def metrics_text(port: int) -> str:
+    # a long timeout: a saturated beamwatch answers late (its loop is busy ingesting)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
-        text = r.read().decode()
+        return r.read().decode()
+
+
+def metrics(port: int) -> dict[str, float]:
+    text = metrics_text(port)
     out: dict[str, float] = {}
     for line in text.splitlines():
         m = re.match(r'beamwatch_(samples_total)\{.*source="ca".*\} (\S+)', line) or \
