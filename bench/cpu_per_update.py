@@ -1,11 +1,13 @@
 """CPU per update: `beamwatch run` beside a bare libca client, in one run.
 
 One softIoc (EPICS base, from epicscorelibs) serves N `calc` records at R Hz.
-Two client processes watch every PV of it at the same time:
+Three client processes watch every PV of it at the same time:
 
 - bare:       pyepics' low-level `epics.ca` (its own libca), one subscription
               per PV with a callback that counts (the least a Python CA
               client can do per update);
+- aioca:      aioca `camonitor` (beamwatch's CA client, same format and datatype as
+              beamwatch asks for) with a callback that counts: the library's share;
 - beamwatch:  `beamwatch run --config` with N threshold checks, SQLite store,
               HTTP API on loopback (for /metrics), as a user runs it.
 
@@ -86,6 +88,42 @@ def bare_client(n: int, prefix: str) -> None:
         print(json.dumps({"count": count}), flush=True)
 
 
+def aioca_client(n: int, prefix: str) -> None:
+    """The same with aioca (beamwatch's CA client) and a counting callback: what of
+    beamwatch's cost per update is the client library's."""
+    import asyncio
+    import threading
+
+    import aioca
+
+    count = 0
+
+    def on_update(_value) -> None:
+        nonlocal count
+        count += 1
+
+    async def main() -> None:
+        subs = [aioca.camonitor(f"{prefix}{i}", on_update, format=aioca.FORMAT_TIME,
+                                datatype=aioca.DBR_ENUM_STR, notify_disconnect=True)
+                for i in range(n)]
+        while count < n:
+            await asyncio.sleep(0.05)
+        print(json.dumps({"ready": True, "subs": len(subs)}), flush=True)
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def answer() -> None:  # stdin on a thread: the loop keeps draining CA meanwhile
+            for _line in sys.stdin:
+                loop.call_soon_threadsafe(lambda: print(json.dumps({"count": count}),
+                                                        flush=True))
+            loop.call_soon_threadsafe(done.set)
+
+        threading.Thread(target=answer, daemon=True).start()
+        await done.wait()
+
+    asyncio.run(main())
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -129,62 +167,86 @@ def bare_count(proc: subprocess.Popen) -> int:
     return json.loads(proc.stdout.readline())["count"]
 
 
-def measure(n: int, rate: float, seconds: float, profile: str | None) -> dict:
+def measure(n: int, rate: float, seconds: float, profile: str | None,
+            compare: str | None = None) -> dict:
+    """One IOC; the bare and aioca clients; beamwatch (and, with `compare`, a second
+    beamwatch importing its code from that source tree: before/after in one run)."""
     prefix = "BENCH:V"
     with tempfile.TemporaryDirectory(prefix="beamwatch-cpu-") as tmp:
         workdir = Path(tmp)
         ioc = Ioc(n, rate, workdir)
-        bare = bw = None
+        procs: dict[str, subprocess.Popen] = {}
+        ports: dict[str, int] = {}
         try:
             time.sleep(2 + n / 5000)  # the IOC loads its records
             env = {**os.environ, "EPICS_CA_ADDR_LIST": ioc.addr,
                    "EPICS_CA_AUTO_ADDR_LIST": "NO", "PYTHONUNBUFFERED": "1"}
-            port = free_port()
-            cfg = beamwatch_config(n, prefix, workdir, ioc.addr, port)
-            cmd = [str(Path(sys.executable).parent / "beamwatch"), "run", "--config", str(cfg)]
             t0 = time.perf_counter()
-            bw = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(workdir / "beamwatch.log", "w"))
-            bare = subprocess.Popen(
-                [sys.executable, __file__, "--client", "bare", "--n", str(n)],
-                env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            ready, _, _ = select.select([bare.stdout], [], [], 300)
-            if not ready:
-                raise TimeoutError("the bare client did not connect within 300 s")
-            json.loads(bare.stdout.readline())
-            bare_connect = time.perf_counter() - t0
-            while bw_samples(port) < n:
-                if bw.poll() is not None:
-                    raise RuntimeError("beamwatch exited:\n"
-                                       + (workdir / "beamwatch.log").read_text()[-3000:])
-                if time.perf_counter() - t0 > 300:
-                    raise TimeoutError(f"beamwatch did not get every PV within 300 s: {bw_samples(port)}; "
-                                       + (workdir / "beamwatch.log").read_text()[-2000:])
+            for name, src in [("beamwatch", None)] + ([("compared", compare)] if compare else []):
+                ports[name] = free_port()
+                run_dir = workdir / name
+                run_dir.mkdir()
+                cfg = beamwatch_config(n, prefix, run_dir, ioc.addr, ports[name])
+                cmd = [str(Path(sys.executable).parent / "beamwatch"), "run", "--config",
+                       str(cfg)]
+                procs[name] = subprocess.Popen(
+                    cmd, env={**env, "PYTHONPATH": src} if src else env,
+                    stdout=subprocess.DEVNULL, stderr=open(run_dir / "beamwatch.log", "w"))
+            for name in ("bare", "aioca"):
+                procs[name] = subprocess.Popen(
+                    [sys.executable, __file__, "--client", name, "--n", str(n)],
+                    env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            connect: dict[str, float] = {}
+            for name in ("bare", "aioca"):
+                ready, _, _ = select.select([procs[name].stdout], [], [], 300)
+                if not ready:
+                    raise TimeoutError(f"the {name} client did not connect within 300 s")
+                json.loads(procs[name].stdout.readline())
+                connect[name] = time.perf_counter() - t0
+            while len(connect) < len(procs):
+                for name, port in ports.items():
+                    if name in connect:
+                        continue
+                    if procs[name].poll() is not None:
+                        raise RuntimeError(f"{name} exited:\n" + (
+                            workdir / name / "beamwatch.log").read_text()[-3000:])
+                    if bw_samples(port) >= n:  # every PV has given its first value
+                        connect[name] = time.perf_counter() - t0
+                if time.perf_counter() - t0 > 600:
+                    raise TimeoutError(f"beamwatch did not get every PV within 600 s: {connect}")
                 time.sleep(0.1)
-            bw_connect = time.perf_counter() - t0
-            time.sleep(3)  # start-up done on both sides (gc.freeze, first flushes)
-            bw_pid = bw.pid
+            time.sleep(3)  # start-up done on every side (gc.freeze, first flushes)
             spy = None
             if profile:  # sampled by py-spy over the window (its own CPU is not counted)
                 spy = subprocess.Popen(
                     [str(Path(sys.executable).parent / "py-spy"), "record", "-o", profile,
                      "-f", "raw", "-r", "50", "--nonblocking", "-d", str(int(seconds)),
-                     "--pid", str(bw_pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            c0 = (cpu_seconds(bare.pid), cpu_seconds(bw_pid))
-            u0 = (bare_count(bare), bw_samples(port))
-            t1 = time.perf_counter()
+                     "--pid", str(procs["beamwatch"].pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            def read(name: str) -> tuple[float, float, float]:
+                """(updates, CPU s, when): the count first, then the CPU at once, so a
+                slow answer (a busy loop) does not skew updates against CPU."""
+                p = procs[name]
+                count = bw_samples(ports[name]) if name in ports else bare_count(p)
+                return count, cpu_seconds(p.pid), time.perf_counter()
+
+            start = {name: read(name) for name in procs}
             time.sleep(seconds)
-            u1 = (bare_count(bare), bw_samples(port))
-            c1 = (cpu_seconds(bare.pid), cpu_seconds(bw_pid))
-            elapsed = time.perf_counter() - t1
-            lag = metrics(port).get("event_loop_lag_seconds")
+            end = {name: read(name) for name in procs}
+            lags = {}
+            for name, port in ports.items():
+                try:
+                    lags[name] = metrics(port).get("event_loop_lag_seconds")
+                except OSError:
+                    lags[name] = None
             if spy is not None:
                 spy.wait(timeout=60)
-            rss = (rss_mb(bare.pid), rss_mb(bw_pid))
+            rss = {name: rss_mb(p.pid) for name, p in procs.items()}
         finally:
-            for p in (bare, bw):
-                if p is not None and p.poll() is None:
-                    if p is bare:
+            for name, p in procs.items():
+                if p.poll() is None:
+                    if name in ("bare", "aioca"):
                         p.stdin.close()
                     else:
                         p.terminate()
@@ -193,21 +255,26 @@ def measure(n: int, rate: float, seconds: float, profile: str | None) -> dict:
                     except subprocess.TimeoutExpired:
                         p.kill()
             ioc.stop()
-    offered = n * rate * elapsed
 
-    def side(i: int, connect: float) -> dict:
-        updates = u1[i] - u0[i]
-        cpu = c1[i] - c0[i]
-        return {"updates": updates, "updates_per_s": updates / elapsed,
-                "fraction_of_offered": updates / offered, "cpu_s": cpu,
+    def side(name: str) -> dict:
+        (u0, c0, t0_), (u1, c1, t1_) = start[name], end[name]
+        elapsed = t1_ - t0_
+        updates, cpu = u1 - u0, c1 - c0
+        return {"updates": updates, "seconds": elapsed, "updates_per_s": updates / elapsed,
+                "fraction_of_offered": updates / (n * rate * elapsed), "cpu_s": cpu,
                 "cpu_cores": cpu / elapsed, "cpu_us_per_update": 1e6 * cpu / max(1, updates),
-                "rss_mb": rss[i], "connect_s": connect}
+                "rss_mb": rss[name], "connect_s": connect[name],
+                **({"event_loop_lag_s": lags[name]} if name in lags else {})}
 
-    b, w = side(0, bare_connect), side(1, bw_connect)
-    return {"n": n, "rate_hz": rate, "seconds": elapsed, "offered": offered,
-            "bare": b, "beamwatch": w, "event_loop_lag_s": lag,
-            "cpu_per_update_ratio": w["cpu_us_per_update"] / b["cpu_us_per_update"],
-            "kept_vs_bare": w["updates"] / max(1, b["updates"])}
+    sides = {name: side(name) for name in procs}
+    bare_us = sides["bare"]["cpu_us_per_update"]
+    out = {"n": n, "rate_hz": rate, "offered_per_s": n * rate, **sides}
+    for name in sides:
+        if name != "bare":
+            out[f"{name}_cpu_per_update_vs_bare"] = sides[name]["cpu_us_per_update"] / bare_us
+            out[f"{name}_kept_vs_bare"] = sides[name]["updates_per_s"] / max(
+                1e-9, sides["bare"]["updates_per_s"])
+    return out
 
 
 def main() -> None:
@@ -215,13 +282,17 @@ def main() -> None:
     p.add_argument("--n", type=int, action="append", help="PVs (repeatable; default 10000)")
     p.add_argument("--rate", type=float, default=2.0, help="updates per PV per second")
     p.add_argument("--seconds", type=float, default=30.0, help="measuring window")
-    p.add_argument("--profile", help="sample beamwatch with py-spy over the window (raw stacks to this file)")
+    p.add_argument("--profile",
+                   help="sample beamwatch with py-spy over the window (raw stacks to this file)")
     p.add_argument("--label", default="", help="a note stored with the result")
-    p.add_argument("--client", choices=["bare"], help=argparse.SUPPRESS)
+    p.add_argument("--compare", metavar="SRC",
+                   help="also run a beamwatch importing from SRC (e.g. another checkout's "
+                        "src/), in the same run: before and after side by side")
+    p.add_argument("--client", choices=["bare", "aioca"], help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(RESULTS / "cpu_per_update.json"))
     args = p.parse_args()
-    if args.client == "bare":
-        bare_client(args.n[0], "BENCH:V")
+    if args.client:
+        (bare_client if args.client == "bare" else aioca_client)(args.n[0], "BENCH:V")
         return
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.exists() else {"bench": "cpu_per_update",
@@ -230,19 +301,21 @@ def main() -> None:
                          "platform": platform.platform()}
     report["goal"] = {"cpu_per_update_ratio": 1.25}
     for n in args.n or [10000]:
-        r = measure(n, args.rate, args.seconds, args.profile)
+        r = measure(n, args.rate, args.seconds, args.profile, args.compare)
+        r["compared_src"] = args.compare
         r["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         r["label"] = args.label
         r["load_avg_1m"] = os.getloadavg()[0]
         report["runs"].append(r)
-        b, w = r["bare"], r["beamwatch"]
-        print(f"N={n} offered {r['offered']:.0f}: bare {b['updates']} upd "
-              f"{b['cpu_cores']:.2f} cores {b['cpu_us_per_update']:.1f} us/upd "
-              f"connect {b['connect_s']:.1f}s RSS {b['rss_mb']:.0f} | beamwatch "
-              f"{w['updates']:.0f} upd {w['cpu_cores']:.2f} cores "
-              f"{w['cpu_us_per_update']:.1f} us/upd connect {w['connect_s']:.1f}s "
-              f"RSS {w['rss_mb']:.0f} | ratio {r['cpu_per_update_ratio']:.2f} "
-              f"kept {r['kept_vs_bare']:.2f} lag {r['event_loop_lag_s']}", flush=True)
+        print(f"N={n} at {args.rate:g} Hz (offered {n * args.rate:.0f}/s):", flush=True)
+        for name in ("bare", "aioca", "beamwatch", "compared"):
+            if name in r:
+                x = r[name]
+                times = x["cpu_us_per_update"] / r["bare"]["cpu_us_per_update"]
+                print(f"  {name:10} {x['updates_per_s']:8.0f} upd/s {x['cpu_cores']:5.2f} cores "
+                      f"{x['cpu_us_per_update']:6.1f} us/upd (x{times:.2f}) "
+                      f"connect {x['connect_s']:6.1f} s RSS {x['rss_mb']:4.0f} MB "
+                      f"lag {x.get('event_loop_lag_s')}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
 
