@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/polled_sql.py
 	$(BIN)/python bench/slack.py
 	$(BIN)/python bench/dashboard.py
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/cpu_per_update.py
+
+soak: $(STAMP)  # an hour: 10k PVs at 2 Hz (bench/soak.py --help)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

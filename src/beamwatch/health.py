@@ -125,6 +125,7 @@ class Health:
         self.engine = engine
         self.clock = clock
         self.loop_lag = 0.0
+        self.tasks = 0  # asyncio tasks alive on the loop (a leak shows as a steady climb)
         self._ca_of: tuple[object, set[str]] = (None, set())
         self.figures: OutboxFigures | None = None
         self._refreshing: asyncio.Task | None = None
@@ -353,6 +354,7 @@ class SelfMonitor:
             before = self._monotonic()
             await asyncio.sleep(LAG_EVERY)
             self.note_lag(self._monotonic() - before - LAG_EVERY)
+            self.health.tasks = len(asyncio.all_tasks())
             probes += 1
             if probes % 2 == 0:
                 try:

@@ -223,6 +223,7 @@ async def test_metrics_in_prometheus_text_format(tmp_path):
         assert 'beamwatch_samples_total{beamline="I04",source="ca"}' in text
         assert 'beamwatch_healthy{beamline="I04"} 1.0' in text
         assert "beamwatch_event_loop_lag_seconds" in text
+        assert 'beamwatch_event_loop_tasks{beamline="I04"}' in text  # leaks show in soaks
 
 
 def prometheus_binary() -> str:

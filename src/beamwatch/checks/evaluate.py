@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config.schema import CheckConfig
 from ..model import Evaluation, Sample, Severity, value_text
+from ..model.core import slot_constructor
 from .expr import CheckNames, Expression, ExpressionError
 from .forecast import Prediction, Trend, forecast_rule
 
@@ -63,14 +64,21 @@ class Check:
         # the same check under other limits in some beamline modes (by_mode:)
         self.in_mode = {mode: Check(config.in_mode(mode), known_checks, timezone)
                         for mode in config.by_mode}
-
-    @property
-    def reads(self) -> set[str]:
-        """Ids of other checks whose values any of its expressions reads."""
-        out = set(self.expression.check_ids) if self.expression else set()
-        for variant in self.in_mode.values():
-            out |= variant.reads
-        return out
+        # ids of other checks whose values any of its expressions reads (asked per sample)
+        self.reads: frozenset[str] = frozenset(
+            set(self.expression.check_ids) if self.expression else set()).union(
+            *(variant.reads for variant in self.in_mode.values()))
+        # the thresholds, in the order they are judged: (above?, severity, limit, name)
+        self._limits = tuple(
+            (direction == "above", Severity[name.upper()], limit, name)
+            for direction, levels in (("above", config.above), ("below", config.below))
+            if levels is not None
+            for name in ("minor", "major")
+            if (limit := getattr(levels, name)) is not None)
+        # thresholds alone (most checks): judged without the general verdict list
+        self._thresholds_only = bool(self._limits) and self.expression is None \
+            and not self.use_epics_severity and config.forecast is None \
+            and config.alert is None
 
     def evaluate(self, inp: CheckInput, now: float, others: Mapping[str, Any] | None = None,
                  mode: str | None = None) -> Evaluation | None:
@@ -100,6 +108,17 @@ class Check:
         value = sample.value
         if self.config.alert is not None:  # the alerts' own severity (sources/alertmanager.py)
             return Evaluation(sample.severity, getattr(sample, "note", None) or "", value, now)
+        if self._thresholds_only and type(value) is float and value - value == 0.0:
+            # the hot path (a finite float under thresholds): what the general path below
+            # does for it, without its lists and lookups
+            severity, text = self._thresholds(value, inp.threshold_severity)
+            inp.threshold_severity = severity
+            if severity == Severity.OK:
+                text = f"OK ({value:.6g})"
+            note = getattr(sample, "note", None)
+            if note:
+                text = f"{text}: {note}"
+            return _evaluation(severity, text, value, now, False)
         verdicts: list[tuple[Severity, str]] = []
         forecast: tuple[Severity, str] | None = None
         if self.config.above or self.config.below:
@@ -134,27 +153,25 @@ class Check:
         if note:
             text = f"{text}: {note}"
         # a real alarm of the same severity wins over its forecast (max keeps the first)
-        return Evaluation(severity, text, value, now,
-                          forecast=forecast is not None and chosen is forecast)
+        return _evaluation(severity, text, value, now, forecast is not None and chosen is forecast)
 
     def _thresholds(self, value: float, previous: Severity) -> tuple[Severity, str]:
         """Worst level crossed; a level already alarmed clears only past the hysteresis band."""
         hyst = self.config.hysteresis
-        worst: tuple[Severity, str] = (Severity.OK, "")
-        for direction, levels in (("above", self.config.above), ("below", self.config.below)):
-            if levels is None:
-                continue
-            for name in ("minor", "major"):
-                limit = getattr(levels, name)
-                if limit is None:
-                    continue
-                sev = Severity[name.upper()]
-                margin = hyst if previous >= sev else 0.0
-                crossed = (value > limit - margin) if direction == "above" else (
-                    value < limit + margin)
-                if crossed and sev > worst[0]:
-                    worst = (sev, f"{value_text(value)} {direction} {name} limit {limit:g}")
-        return worst
+        worst_sev, worst = Severity.OK, None
+        for above, sev, limit, name in self._limits:
+            margin = hyst if previous >= sev else 0.0
+            crossed = (value > limit - margin) if above else (value < limit + margin)
+            if crossed and sev > worst_sev:
+                worst_sev, worst = sev, (above, name, limit)
+        if worst is None:
+            return Severity.OK, ""
+        above, name, limit = worst
+        direction = "above" if above else "below"
+        return worst_sev, f"{value_text(value)} {direction} {name} limit {limit:g}"
+
+
+_evaluation = slot_constructor(Evaluation)  # Evaluation(...) without the frozen __init__
 
 
 def _as_number(value: Any) -> tuple[float, str | None]:

@@ -20,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ..model import AlarmState, Evaluation, Severity, Transition
+from ..model.core import slot_constructor
+
+_state = slot_constructor(AlarmState)  # AlarmState(...) without the frozen __init__
 
 FORECAST_PREFIX = "forecast: "  # how checks/forecast.py begins its messages
 
@@ -134,8 +137,8 @@ class AlarmLogic:
         forecast = ev.forecast is True
         if severity == s.current:
             # once per sample on a quiet beamline: positional, not replace() (3x slower)
-            self.state = AlarmState(s.check_id, s.severity, s.current, s.acked, s.acked_by,
-                                    s.acked_at, s.since, message, ev.value)
+            self.state = _state(s.check_id, s.severity, s.current, s.acked, s.acked_by,
+                                s.acked_at, s.since, message, ev.value, None, None)
             if forecast != self.forecast and severity > Severity.OK:
                 # the same severity, but the forecast came true (or a crossed limit eased
                 # back to a forecast): a row of the beamline log, in the same incident

@@ -138,6 +138,8 @@ class Engine:
         self.past_values = past_values or stored_values(store)
         self.runtimes: dict[str, Runtime] = {}
         self.by_address: dict[tuple[str, str], list[Runtime]] = {}
+        # the same, by source then address: the hot path looks up without building a tuple
+        self._by_source: dict[str, dict[str, list[Runtime]]] = {}
         self.readers: dict[str, list[Runtime]] = {}  # check id -> checks whose `when:` read it
         self.history = MinuteHistory()
         self._pending: list[tuple[Transition, AlarmState]] = []
@@ -189,8 +191,10 @@ class Engine:
     def _index(self) -> None:
         self.by_address = {}
         self.readers = {}
+        self._by_source = {}
         for rt in self.runtimes.values():
             self.by_address.setdefault((rt.source, rt.address), []).append(rt)
+            self._by_source.setdefault(rt.source, {}).setdefault(rt.address, []).append(rt)
             for read in rt.check.reads:
                 self.readers.setdefault(read, []).append(rt)
 
@@ -281,21 +285,25 @@ class Engine:
         self.stats.samples += len(batch)
         by_source = self.stats.samples_by_source
         by_source[source] = by_source.get(source, 0) + len(batch)
-        by_address = self.by_address
+        by_address = self._by_source.get(source, {})
+        mode_address = self.mode_address
+        history_add = self.history.add
+        reevaluate = self._reevaluate
         for sample in batch:
-            if sample.address == self.mode_address:
+            address = sample.address
+            if address == mode_address:
                 try:
                     self.queue(self.decider.on_mode_sample(sample, now))
                 except Exception:  # the mode stays as it was; the checks still run
-                    log.exception("the mode PV's sample %s could not be applied", sample.address)
-            for rt in by_address.get((source, sample.address), ()):
+                    log.exception("the mode PV's sample %s could not be applied", address)
+            for rt in by_address.get(address, ()):
                 # each check is its own failure domain: CA does not resend an unchanged
                 # PV, so a sample dropped here would stay unjudged until it changed
                 try:
                     rt.input.update(sample)
                     rt.dirty = True
-                    self.history.add(rt.check.id, sample, now)  # disconnections too
-                    self._reevaluate(rt, now)
+                    history_add(rt.check.id, sample, now)  # disconnections too
+                    reevaluate(rt, now)
                 except Exception as e:
                     self._contain(rt, e, now)
 
@@ -306,13 +314,16 @@ class Engine:
         ev = self._evaluation(rt, now)
         if ev is None:
             return
-        changed = rt.last_eval is None or self._differ(rt.last_eval.value, ev.value)
+        readers = self.readers.get(rt.check.id) if depth < 3 else None
+        # (whether the value changed matters only to checks whose `when:` reads it)
+        changed = readers and (rt.last_eval is None
+                               or self._differ(rt.last_eval.value, ev.value))
         rt.last_eval = ev
         transitions = rt.logic.evaluate(ev, now)
         if transitions:
             self._queue(rt, transitions)
-        if changed and depth < 3:  # checks whose `when:` reads this value
-            for reader in self.readers.get(rt.check.id, ()):
+        if changed:  # checks whose `when:` reads this value
+            for reader in readers:
                 try:
                     self._reevaluate(reader, now, depth + 1)
                 except Exception as e:  # the reader's failure is its own, not this check's

@@ -8,8 +8,10 @@ in place by a later stage.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,3 +161,25 @@ def json_value(value: Any) -> Any:
     if value is None or isinstance(value, (int, float, str, bool)):
         return value
     return str(value)
+
+
+def slot_constructor(cls: type) -> Callable[..., Any]:
+    """A positional constructor for a frozen slots dataclass without its __init__: the
+    frozen __init__ sets each field with object.__setattr__ (a call per field), which on
+    the hot path (a Sample, an Evaluation and an AlarmState per update) costs more than
+    the work it carries. This fills the slots through their descriptors; the result is
+    an ordinary instance, still frozen. Every field must be given, in declaration order.
+    Falls back to the class itself if it is not a slots dataclass."""
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    setters = [getattr(cls.__dict__.get(n), "__set__", None) for n in names]
+    if None in setters:
+        return cls
+    # unrolled (generated like dataclasses' own __init__): a loop over the setters
+    # would cost what it saves
+    args = ", ".join(f"v{i}" for i in range(len(names)))
+    body = "".join(f"    s{i}(o, v{i})\n" for i in range(len(names)))
+    scope = {"new": object.__new__, "cls": cls, **{f"s{i}": s for i, s in enumerate(setters)}}
+    exec(f"def make({args}):\n    o = new(cls)\n{body}    return o\n", scope)  # noqa: S102
+    make = scope["make"]
+    make.__qualname__ = f"slot_constructor({cls.__name__})"
+    return make

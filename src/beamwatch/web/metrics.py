@@ -34,6 +34,7 @@ class Snapshot:
     store_write_errors: int = 0
     quarantined: int = 0
     loop_lag: float = 0.0
+    tasks: int = 0  # asyncio tasks on the engine's loop
     last_tick_age: float | None = None
     healthy: bool = True
     leader: bool = True  # this instance decides and sends (an HA pair's standby: False)
@@ -81,6 +82,7 @@ class _Collector(Collector):
                       s.store_write_errors)
         yield counter("quarantined", "Rows the store refused for good", s.quarantined)
         yield gauge("event_loop_lag_seconds", "How late the event loop runs", s.loop_lag)
+        yield gauge("event_loop_tasks", "asyncio tasks alive on the event loop", s.tasks)
         yield gauge("last_tick_age_seconds", "Seconds since the engine last ticked",
                     s.last_tick_age)
         yield gauge("healthy", "1 while beamwatch does its job (as /healthz)", int(s.healthy))

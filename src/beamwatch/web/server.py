@@ -164,7 +164,7 @@ def snapshot(application: App) -> Snapshot:
         outbox_oldest_age=(now - figures.oldest_since) if figures and figures.oldest_since
         else (0.0 if figures else None),
         store_write_errors=stats.write_errors, quarantined=stats.quarantined,
-        loop_lag=health.loop_lag,
+        loop_lag=health.loop_lag, tasks=health.tasks,
         last_tick_age=(now - stats.last_tick) if stats.last_tick is not None else None,
         healthy=health.verdict(now)[0], leader=leader)
 
