@@ -143,7 +143,9 @@ def main() -> None:
             print(f"round {n + 1}/{len(plan)} {r['how']} {r['killed']}: paged in "
                   f"{r['seconds_to_page']} s, {r['pages']} page(s)", flush=True)
     finally:
-        print(pair.close()[-3000:] if rounds and rounds[-1]["pages"] != 1 else "", end="")
+        logs = pair.close()
+        if not rounds or rounds[-1]["pages"] != 1:
+            print(logs[-3000:], end="")
         ioc.close()
         cluster.close()
     kills = [r for r in rounds if r["how"] == "kill"]
