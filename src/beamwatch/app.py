@@ -46,7 +46,9 @@ VALUES_EVERY = 2.0  # latest values for `status`
 BEAT_EVERY = 5.0
 PURGE_EVERY = 3600.0
 SERVICE_GRACE = 5.0  # seconds a service (the HTTP server) gets to finish at stop
-STOPPED, STEPPED_DOWN = "stopped", "stepped down"  # how `App.run` ended
+# how `App.run` ended: stopped (SIGTERM); the lease lost to the other instance; or the
+# start as leader failed (the caller starts the instance again, as the standby)
+STOPPED, STEPPED_DOWN, FAILED = "stopped", "stepped down", "failed"
 # How long an outbox claim holds before its send starts. A claim of a leader that died
 # is taken over when it lapses: short on PostgreSQL (an HA pair's standby waits it
 # out); SQLite keeps the long one (a write there may wait 30 s for its lock).
@@ -165,14 +167,25 @@ class App:
     async def _lead(self) -> str:
         """The leader's part: take back what was going on, subscribe, decide and send
         until stop() or until the lease is lost."""
-        await self.start()
+        # renewing from the first moment: a start that takes longer than the lease (10k
+        # PVs to subscribe) must not hand the lease to the standby half-way
+        keeper = asyncio.create_task(self.leadership.keep(self._stop))
+        self._tasks = [keeper]
+        try:
+            await self.start()
+        except Exception as e:
+            if not is_transient(e):
+                raise  # a bug, or a source that cannot start: `cannot start`, as ever
+            # the store went away at the takeover: stand by, and try again
+            log.error("could not start as the leader, standing by again: %s", describe(e))
+            self._stop.set()
+            return FAILED
         # Samples live for one batch but long enough to be promoted: with the default
         # thresholds the collector rescans them all the time (measured: 0.67 of raw
         # aioca throughput; 0.9 with these). Startup objects are frozen out of it.
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
-        keeper = asyncio.create_task(self.leadership.keep(self._stop))
         self._tasks = [keeper,
                        asyncio.create_task(self._every(TICK, self._tick)),
                        asyncio.create_task(self.worker.run(self._stop)),
@@ -339,9 +352,10 @@ class App:
         await self.engine.stop()
         await self.monitor.aclose()
         await self.registry.aclose()
-        if outcome == STOPPED:  # the standby takes over at once, not after the lease
+        if outcome in (STOPPED, FAILED):  # the standby takes over at once
             await asyncio.to_thread(self.leadership.release)
         self.store.close()
+        gc.unfreeze()  # what a leader froze is garbage now (a step-down starts anew)
 
     def _decider(self, config: Config, previous: Decider | None = None) -> Decider:
         """Routing, on-call (with calendars) and the noise stages for one config. On a

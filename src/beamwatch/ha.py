@@ -47,21 +47,39 @@ CONFIRM = 2.0  # an expired lease must stay unrenewed this long before a standby
 LOOK = 1.0  # the standby looks at the lease this often
 
 
+def _pid_space() -> str:
+    """Which pid namespace this process is in: two containers with one hostname have
+    each their own pids (both may be pid 1), and a pid says nothing across them."""
+    try:
+        return format(os.stat("/proc/self/ns/pid").st_ino, "x")
+    except OSError:
+        return "0"
+
+
+PROCESS = f"{_pid_space()}.{secrets.token_hex(3)}"  # this process, whatever its pid
+
+
 def here(url: str | None = None) -> Holder:
     """This process. BEAMWATCH_HOST names the host when its hostname does not tell the
-    pair's members apart (containers; tests that play two hosts on one)."""
+    pair's members apart (containers; tests that play two hosts on one). The id is
+    HOST:PID:PIDSPACE.PROCESS.APP."""
     host = os.environ.get("BEAMWATCH_HOST") or socket.gethostname()
     pid = os.getpid()
-    return Holder(f"{host}:{pid}:{secrets.token_hex(2)}", host, pid, url)
+    return Holder(f"{host}:{pid}:{PROCESS}.{secrets.token_hex(2)}", host, pid, url)
 
 
 def _dead_here(lease: Lease, me: Holder) -> bool:
-    """The holder ran on this host and its process is gone (a crash, a kill -9), or it
-    was an earlier App of this very process (one that stepped down or was dropped)."""
+    """The holder was an earlier App of this very process (one that stepped down or
+    was dropped), or ran on this host, in this pid namespace, and its process is gone
+    (a crash, a kill -9)."""
     if lease.holder is None or lease.host != me.host or not lease.pid:
         return False
-    if lease.pid == me.pid:
+    mine = me.id.rsplit(".", 1)[0]  # HOST:PID:PIDSPACE.PROCESS
+    if lease.holder.startswith(mine + "."):
         return lease.holder != me.id
+    space = me.id.split(":")[-1].split(".")[0]
+    if lease.pid == me.pid or not lease.holder.split(":")[-1].startswith(space + "."):
+        return False  # another process with our pid, or another pid namespace: alive
     try:
         os.kill(lease.pid, 0)
     except ProcessLookupError:

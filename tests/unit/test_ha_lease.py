@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from beamwatch import ha
 from beamwatch.ha import Leadership
 from beamwatch.model import AlarmState, Severity, Transition
 from beamwatch.store import Store
@@ -41,8 +42,11 @@ def store(tmp_path):
     s.close()
 
 
-def member(store: Store, clocks: Clocks, host: str, pid: int) -> Leadership:
-    return Leadership(store, Holder(f"{host}:{pid}:ab", host, pid), ttl=5.0, confirm=2.0,
+def member(store: Store, clocks: Clocks, host: str, pid: int,
+           space: str = ha.PROCESS.split(".")[0]) -> Leadership:
+    """An instance as `ha.here` names it: HOST:PID:PIDSPACE.PROCESS.APP."""
+    holder = Holder(f"{host}:{pid}:{space}.p{pid}.ab", host, pid)
+    return Leadership(store, holder, ttl=5.0, confirm=2.0,
                       monotonic=lambda: clocks.mono, now=lambda: clocks.db)
 
 
@@ -101,6 +105,16 @@ def test_a_holder_whose_process_is_gone_on_this_host_is_replaced_at_once(store, 
     assert not other_host.try_lead()  # a pid on another host says nothing
 
 
+def test_a_holder_in_another_pid_namespace_of_the_same_hostname_is_alive(store, clocks):
+    """Two containers with one hostname: the other's pid means nothing here."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    container = member(store, clocks, "ws1", int(dead.stdout), space="other")
+    assert container.try_lead()
+    here_ = member(store, clocks, "ws1", 4242)
+    assert not here_.try_lead()
+
+
 def test_two_standbys_racing_for_one_lease_one_wins(store, clocks):
     a, b, c = (member(store, clocks, h, p) for h, p in (("ws1", 1), ("ws2", 2), ("ws3", 3)))
     a.try_lead()
@@ -154,3 +168,32 @@ def test_a_store_without_a_leader_refuses_the_engine_s_writes(store, clocks):
     with pytest.raises(LeaseLost):
         store.record([transition("vac", clocks.db)])
     assert store.transitions() == []
+
+
+async def test_a_start_the_store_fails_under_stands_by_again_and_frees_the_lease(tmp_path):
+    """The store goes away just as an instance takes the lead: it neither crashes nor
+    keeps the lease; `beamwatch run` starts it again as the standby."""
+    from sqlalchemy.exc import OperationalError
+
+    from beamwatch.app import FAILED, App
+    from beamwatch.sources.soft import SoftSource
+    from beamwatch.store.lease import LeaseStore
+
+    cfg = tmp_path / "bw.yaml"
+    cfg.write_text(f"""
+beamline: T
+storage: {{url: "sqlite:///{tmp_path / 'bw.db'}"}}
+web: {{listen: "off"}}
+checks:
+  - {{id: t, pv: "X:T", above: {{major: 1}}}}
+""")
+    app = App(cfg, sources={"ca": SoftSource("ca")})
+
+    async def store_gone() -> None:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    app.engine.start = store_gone
+    assert await app.run() == FAILED
+    store = Store(f"sqlite:///{tmp_path / 'bw.db'}")
+    assert LeaseStore(store).read().holder is None  # the other instance may take it now
+    store.close()

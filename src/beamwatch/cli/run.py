@@ -28,12 +28,17 @@ def check_command(config: ConfigOpt) -> None:
               f"{len(cfg.routes)} routes", markup=False)
 
 
+RETRY_START = 5.0  # seconds before an instance whose start as leader failed stands by again
+
+
 def run_command(config: ConfigOpt) -> None:
     """Watch the beamline (runs until SIGTERM or Ctrl-C; SIGHUP reloads the config).
 
     Two of them with the same config and PostgreSQL store are an HA pair: one leads,
     the other stands by and takes over if the leader dies, hangs or is cut off."""
-    from ..app import STEPPED_DOWN
+    import time
+
+    from ..app import FAILED, STEPPED_DOWN
 
     config_or_exit(config)
     first = True
@@ -44,9 +49,14 @@ def run_command(config: ConfigOpt) -> None:
             outcome = asyncio.run(application.run(services=services))
         except KeyboardInterrupt:
             return
-        if outcome != STEPPED_DOWN:
+        if outcome == FAILED:
+            time.sleep(RETRY_START)  # not a tight loop while the store is away
+            err.print("beamwatch: the store failed as this instance took the lead; "
+                      "standing by again", markup=False)
+        elif outcome == STEPPED_DOWN:
+            err.print("beamwatch: another instance leads now; standing by", markup=False)
+        else:
             return
-        err.print("beamwatch: another instance leads now; standing by", markup=False)
 
 
 def _start(config: Path, first: bool) -> tuple:
