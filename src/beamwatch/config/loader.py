@@ -234,8 +234,10 @@ def _relative_inputs(check: CheckConfig, base: Path) -> CheckConfig:
     return check.model_copy(update=update) if update else check
 
 
-def _parse_with_positions(text: str, file: str, env: dict[str, str],
-                          base: Path | None) -> Config:
+def yaml_mapping(text: str, file: str) -> dict:
+    """A YAML document that must be a mapping, with the positions of its keys kept
+    (ruamel's round-trip types); a duplicate key, a syntax error, an empty file or
+    another top level is a ConfigError naming the file and line."""
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
@@ -248,6 +250,12 @@ def _parse_with_positions(text: str, file: str, env: dict[str, str],
         raise ConfigError([ConfigIssue(file, 1, 1, "", "the file is empty")])
     if not isinstance(doc, dict):
         raise ConfigError([ConfigIssue(file, 1, 1, "", "the top level must be a mapping of keys")])
+    return doc
+
+
+def _parse_with_positions(text: str, file: str, env: dict[str, str],
+                          base: Path | None) -> Config:
+    doc = yaml_mapping(text, file)
     pos = _Positions()
     pos.record(doc)
     resolver = _Resolver(file, pos, env, base or Path("."))

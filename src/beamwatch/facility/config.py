@@ -16,18 +16,15 @@ import os
 from pathlib import Path
 
 from pydantic import ValidationError, field_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError
 
 from ..config.loader import (
     ConfigError,
     ConfigIssue,
-    _mark_issue,
     _plain,
     _Positions,
     _pydantic_issues,
     _Resolver,
+    yaml_mapping,
 )
 from ..config.schema import Strict, WebConfig, schema_for
 from ..config.types import Duration
@@ -83,16 +80,7 @@ def load_facility(path: str | Path, env: dict[str, str] | None = None) -> Facili
     except OSError as e:
         raise ConfigError([ConfigIssue(file, 1, 1, "", f"cannot read the file: {e.strerror}")]
                           ) from None
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    try:
-        doc = yaml.load(text)
-    except DuplicateKeyError as e:
-        raise ConfigError([_mark_issue(file, e, "duplicate key")]) from None
-    except MarkedYAMLError as e:
-        raise ConfigError([_mark_issue(file, e, "YAML syntax error")]) from None
-    if not isinstance(doc, dict):
-        raise ConfigError([ConfigIssue(file, 1, 1, "", "the top level must be a mapping of keys")])
+    doc = yaml_mapping(text, file)
     pos = _Positions()
     pos.record(doc)
     resolver = _Resolver(file, pos, dict(os.environ) if env is None else env, p.parent)
