@@ -26,6 +26,7 @@ from beamwatch.clock import FakeClock  # noqa: E402
 from beamwatch.config.schema import SourceConfig  # noqa: E402
 from beamwatch.model import Sample, Severity  # noqa: E402
 from beamwatch.sources import ca as ca_module  # noqa: E402
+from beamwatch.sources import libca  # noqa: E402
 from beamwatch.sources.base import SourceUnavailable  # noqa: E402
 from beamwatch.sources.ca import CaSource  # noqa: E402
 
@@ -231,23 +232,27 @@ async def test_subscribe_and_unsubscribe_while_running(ioc: Ioc, source) -> None
     await rec.wait_for(lambda s: s.address == tick, after=mark)
 
 
-async def test_monitor_closed_by_aioca_is_reported_and_reopened(
-    ioc: Ioc, source, monkeypatch: pytest.MonkeyPatch
+async def test_a_monitor_error_from_libca_is_reported_and_the_next_value_recovers(
+    ioc: Ioc, source
 ) -> None:
-    monkeypatch.setattr(ca_module, "WATCH_EVERY", 0.05)
-    monkeypatch.setattr(ca_module, "RESUBSCRIBE_AFTER", 0.2)
     pv = ioc.pv("temp")
     src, rec = source(), Recorder()
     src.subscribe([pv])
     await src.start(rec)
     await rec.wait_for(lambda s: s.address == pv and s.connected)
 
-    src._pvs[pv].subscription.close()  # what aioca does after a bad update from libca
+    # what libca's event callback hands over when it cannot deliver an update (here: read
+    # access lost, ECA_NORDACCESS); the channel and its subscription stay
+    monitors = src._monitors
+    monitors._events.append((src._pvs[pv].handle, libca.FAILED, 368, None))
+    monitors._wake()
     mark = len(rec.samples)
     failed = await rec.wait_for(lambda s: not s.connected, after=mark)
-    assert failed.error.startswith("monitor failed")
-    await rec.wait_for(lambda s: s.connected, after=mark, timeout=3)
-    assert src.connected_count == 1
+    assert failed.error.startswith("monitor error: ") and "read access" in failed.error.lower()
+    assert src.connected_count == 0
+    await aioca.caput(pv, 42.0, wait=True)
+    back = await rec.wait_for(lambda s: s.connected, after=mark, timeout=3)
+    assert back.value == 42.0 and src.connected_count == 1
 
 
 async def test_addr_list_is_fixed_once_ca_runs(ca_env) -> None:

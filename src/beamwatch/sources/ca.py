@@ -1,11 +1,11 @@
-"""The Channel Access source: PVs served by EPICS IOCs, through aioca (libca).
+"""The Channel Access source: PVs served by EPICS IOCs, on libca.
 
-One `camonitor` per PV, FORMAT_TIME (value, IOC timestamp, alarm severity and
-status), enums as their strings, disconnects reported. aioca already turns
-libca's callbacks (on libca's own threads) into one loop wake-up per burst;
-this source adds a second coalescing step: the samples of one loop iteration
-go to the sink as one list, flushed by `loop.call_soon` when the first sample
-of a batch arrives. Why aioca and what we add: docs/decisions/0001.
+One channel and one DBR_TIME subscription per PV (value, IOC timestamp, alarm
+severity and status), enums as their strings, disconnects reported. The
+monitors are `libca.Monitors` (our own thin layer: bulk hand-off from libca's
+threads, decoding on the loop; decision 0013); `caget`-style reads still go
+through aioca, in the same CA context. The samples of one hand-off go to the
+sink as one list.
 
 Process-wide facts of libca that shape this module:
 
@@ -36,21 +36,15 @@ from .base import Sink, SourceUnavailable, Subscriptions
 try:
     import aioca
     from aioca import _catools
-    from aioca.types import AugmentedValue  # noqa: F401 - fails early on a broken aioca
-    from epicscorelibs.ca import cadef, dbr
+    from epicscorelibs.ca import cadef
+
+    from . import libca
 except ImportError as error:  # pragma: no cover - depends on the installation
     _IMPORT_ERROR: ImportError | None = error
 else:
     _IMPORT_ERROR = None
 
 log = logging.getLogger("beamwatch.sources.ca")
-
-WATCH_EVERY = 5.0  # seconds between checks for subscriptions aioca closed on its own
-RESUBSCRIBE_AFTER = 60.0  # seconds before such a subscription is opened again
-# A batch this big goes to the sink at once, without waiting for the loop's next
-# iteration: when updates come faster than they are handled, aioca drains its
-# queue in one long callback and the loop does not get back to our flush.
-MAX_BATCH = 5000
 
 _SEVERITIES = (Severity.OK, Severity.MINOR, Severity.MAJOR, Severity.INVALID)
 
@@ -129,19 +123,6 @@ def _array(value: Any) -> Any:
     return tuple(value.tolist())
 
 
-def _bytes(value: bytes) -> str:
-    return bytes(value).split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-# Type of aioca's augmented value -> conversion to a plain Python value.
-_CONVERT: dict[type, Callable[[Any], Any]] = {}
-if _IMPORT_ERROR is None:
-    _CONVERT = {dbr.ca_float: float, dbr.ca_int: int, dbr.ca_str: str, dbr.ca_array: _array}
-    _ca_bytes = getattr(dbr, "ca_bytes", None)  # (ca_unicode is ca_str on Python 3)
-    if isinstance(_ca_bytes, type) and issubclass(_ca_bytes, bytes):
-        _CONVERT[_ca_bytes] = _bytes
-
-
 def _sample_factory() -> Callable[..., Sample]:
     """Sample(...) without the frozen dataclass __init__ (9 object.__setattr__
     calls, about half of this source's cost per update): the slots are filled
@@ -178,17 +159,14 @@ _new_sample = _sample_factory()
 class _Pv:
     """What the source knows about one subscribed PV."""
 
-    __slots__ = ("address", "subscription", "connected", "server", "ever_connected",
-                 "closed_at", "ours")
+    __slots__ = ("address", "handle", "connected", "server", "ever_connected")
 
     def __init__(self, address: str):
         self.address = address
-        self.subscription: Any = None
+        self.handle: int | None = None  # its channel in the Monitors
         self.connected = False
         self.server: str | None = None
         self.ever_connected = False
-        self.closed_at: float | None = None  # monotonic time aioca was seen to close it
-        self.ours = False  # a subscription we opened and have not closed
 
 
 class CaSource(Subscriptions):
@@ -213,18 +191,18 @@ class CaSource(Subscriptions):
         self.config = config or SourceConfig(kind="ca")
         self.clock = clock or SystemClock()
         self.connect_timeout = float(self.config.connect_timeout)
-        # all_updates=False: updates of one PV that arrive while the loop is busy
-        # are merged into the newest (aioca counts them in dropped_callbacks).
+        # all_updates=False: when the loop falls behind, updates of one PV waiting
+        # together are merged into the newest (counted in stats()["merged"])
         self.all_updates = all_updates
         configure_environment(self.config.addr_list, max_array_bytes)
         self._pvs: dict[str, _Pv] = {}
+        self._by_handle: dict[int, _Pv] = {}
         self._batch: list[Sample] = []
-        self._received = 0.0
         self._now = self.clock.now
         self._sink: Sink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._monitors: Any = None
         self._flush_handle: asyncio.Handle | None = None
-        self._watchdog: asyncio.Task[None] | None = None
         self.connected_count = 0
         self.updates = 0  # values received (not disconnects, not errors)
         self.events = 0  # disconnects, timeouts and bad values received
@@ -237,18 +215,17 @@ class CaSource(Subscriptions):
             raise RuntimeError(f"source '{self.name}' is already started")
         configure_environment(self.config.addr_list)  # again: another source may have run
         self._loop = asyncio.get_running_loop()
-        self._sink = sink
         aioca.get_channel_infos()  # creates the CA context now, with our environment
+        self._monitors = libca.Monitors(self._loop, self._on_events, self.all_updates)
+        self._sink = sink
         for pv in self._pvs.values():
             self._open(pv)
-        self._watchdog = self._loop.create_task(self._watch(), name=f"ca-watch-{self.name}")
 
     async def stop(self) -> None:
         """Close every subscription; nothing reaches the sink after this returns."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
         self._close_all()
+        if self._monitors is not None:
+            self._monitors.shut()
 
     # --- status -----------------------------------------------------------------------
 
@@ -265,8 +242,7 @@ class CaSource(Subscriptions):
             "updates": self.updates,
             "events": self.events,
             "batches": self.batches,
-            "merged": sum(getattr(pv.subscription, "dropped_callbacks", 0)
-                          for pv in self._pvs.values()),
+            "merged": self._monitors.merged if self._monitors is not None else 0,
         }
 
     def server_of(self, address: str) -> str | None:
@@ -276,161 +252,101 @@ class CaSource(Subscriptions):
     # --- subscriptions ------------------------------------------------------------------
 
     def _open(self, pv: _Pv) -> None:
-        pv.closed_at = None
         try:
-            pv.subscription = aioca.camonitor(
-                pv.address, self._callback(pv), format=dbr.FORMAT_TIME,
-                datatype=dbr.DBR_ENUM_STR, notify_disconnect=True,
-                connect_timeout=self.connect_timeout, all_updates=self.all_updates,
-            )
-            pv.ours = True
+            pv.handle = self._monitors.open(pv.address)
         except Exception as error:  # e.g. a name libca refuses (too long)
-            pv.subscription = None
-            pv.ours = False
-            pv.closed_at = time.monotonic()
+            pv.handle = None
             log.warning("cannot monitor PV", extra={"pv": pv.address, "reason": str(error)})
             self._emit(pv, f"cannot monitor: {error}")
+            return
+        self._by_handle[pv.handle] = pv
+        self._loop.call_later(self.connect_timeout, self._never_connected, pv, pv.handle)
 
     def _close(self, pv: _Pv) -> None:
-        sub, pv.subscription = pv.subscription, None
-        pv.ours = False
+        handle, pv.handle = pv.handle, None
         if pv.connected:
             pv.connected = False
             self.connected_count -= 1
-        if sub is not None:
+        if handle is not None:
+            self._by_handle.pop(handle, None)
             try:
-                sub.close()
-            except Exception:  # a closed loop, a libca error: the subscription is gone anyway
-                log.debug("closing a subscription failed", exc_info=True)
+                self._monitors.close(handle)
+            except Exception:  # a libca error: the channel is gone anyway
+                log.debug("closing a channel failed", exc_info=True)
 
-    async def _watch(self) -> None:
-        """aioca closes a subscription by itself when libca reports a bad update
-        (an array over EPICS_CA_MAX_ARRAY_BYTES, lost read access...): say so
-        with a sample, and open it again later."""
-        while True:
-            await asyncio.sleep(WATCH_EVERY)
-            try:
-                self._check_subscriptions()
-            except Exception:  # keep watching whatever happened
-                log.exception("watching CA subscriptions failed", extra={"source": self.name})
-
-    def _check_subscriptions(self) -> None:
-        now = time.monotonic()
-        for pv in list(self._pvs.values()):
-            sub = pv.subscription
-            if pv.ours and sub is not None and sub.state == sub.CLOSED:
-                pv.ours = False
-                pv.closed_at = now
-                if pv.connected:
-                    pv.connected = False
-                    self.connected_count -= 1
-                self._emit(pv, "monitor failed (bad update from the IOC, see the log);"
-                           f" retrying in {RESUBSCRIBE_AFTER:g}s")
-            elif not pv.ours and pv.closed_at is not None \
-                    and now - pv.closed_at >= RESUBSCRIBE_AFTER:
-                self._open(pv)
+    def _never_connected(self, pv: _Pv, handle: int) -> None:
+        """libca keeps searching; the check is told once that nothing answered yet."""
+        if pv.handle == handle and not pv.ever_connected and self._sink is not None:
+            self._emit(pv, f"never connected: no IOC answered within {self.connect_timeout:g}s")
 
     # --- the hot path -------------------------------------------------------------------
 
-    def _callback(self, pv: _Pv) -> Callable[[Any], None]:
-        """aioca's callback for one PV: called on the loop's thread, must not raise
-        (aioca would close the subscription)."""
-        convert = _CONVERT
-        severities = _SEVERITIES
-        address = pv.address
-        max_batch = MAX_BATCH
+    def _on_events(self, events: list[tuple]) -> None:
+        """Monitors' hand-off, on the loop's thread: values become Samples, connection
+        events and errors samples that say so; then one sink call."""
+        by_handle = self._by_handle
+        decode = libca.decode
         new_sample = _new_sample
-
-        def on_value(value: Any) -> None:
+        severities = _SEVERITIES
+        received = self._now()  # one clock read per hand-off, not per update
+        batch = self._batch
+        updates = 0
+        for handle, kind, count, data in events:
+            pv = by_handle.get(handle)
+            if pv is None:  # closed meanwhile
+                continue
+            if kind < 0:
+                self._on_connection_event(pv, kind, count)
+                continue
             try:
-                conv = convert.get(value.__class__)
-                if conv is None or not pv.connected:
-                    self._on_event(pv, value)
-                    return
-                batch = self._batch
-                if not batch:
-                    self._start_batch()
-                batch.append(new_sample(address, conv(value), value.timestamp, self._received,
-                                        True, severities[value.severity], value.status,
-                                        pv.server, None))
-                self.updates += 1
-                if len(batch) >= max_batch:
-                    self._flush()
+                value, stamp, severity, status = decode(kind, count, data)
+                if not pv.connected:  # the first value of a (re)connection
+                    self._connected(pv, handle)
+                batch.append(new_sample(pv.address, value, stamp, received, True,
+                                        severities[severity] if 0 <= severity <= 3
+                                        else Severity.INVALID, status, pv.server, None))
+                updates += 1
             except Exception as error:
-                self._on_bad_value(pv, value, error)
+                self._on_bad_value(pv, error)
+        self.updates += updates
+        self._flush()
 
-        return on_value
-
-    def _start_batch(self) -> None:
-        self._received = self._now()  # one clock read per batch, not per update
-        if self._flush_handle is None and self._loop is not None and self._sink is not None:
-            self._flush_handle = self._loop.call_soon(self._scheduled_flush)
+    def _connected(self, pv: _Pv, handle: int) -> None:
+        pv.connected = True
+        pv.ever_connected = True
+        self.connected_count += 1
+        pv.server = self._monitors.host(handle)
 
     # --- the slow path: connections, errors ---------------------------------------------
 
-    def _on_event(self, pv: _Pv, value: Any) -> None:
-        if pv.subscription is None:  # closed meanwhile
+    def _on_connection_event(self, pv: _Pv, kind: int, code: int) -> None:
+        if kind == libca.CONNECTED:  # the value follows; it marks the PV connected
             return
-        if getattr(value, "ok", True) is False:  # aioca.CANothing
-            code = getattr(value, "errorcode", None)
-            if code == cadef.ECA_TIMEOUT and not pv.ever_connected:
-                error = f"never connected: no IOC answered within {self.connect_timeout:g}s"
-            elif code == cadef.ECA_DISCONN:
-                error = "disconnected"
-            else:
-                error = str(value)
-            if pv.connected:
-                pv.connected = False
-                self.connected_count -= 1
-            self._emit(pv, error)
-            return
-        conv = _CONVERT.get(value.__class__)
-        if conv is None:
-            raise TypeError(f"unexpected value type {type(value).__name__} from aioca")
-        if not pv.connected:  # the first value of a (re)connection
-            pv.connected = True
-            pv.ever_connected = True
-            self.connected_count += 1
-            pv.server = self._server(pv)
-        severity = value.severity
-        if not 0 <= severity <= 3:
-            severity = Severity.INVALID
-        self.updates += 1
-        self._append(Sample(pv.address, conv(value), value.timestamp, self._now(), True,
-                            _SEVERITIES[severity], value.status, pv.server, None))
+        if pv.connected:
+            pv.connected = False
+            self.connected_count -= 1
+        if kind == libca.DISCONNECTED:
+            self._emit(pv, "disconnected")
+        else:  # FAILED: libca refused or could not deliver an update (access, size...)
+            log.warning("monitor error", extra={"pv": pv.address, "reason": libca.message(code)})
+            self._emit(pv, f"monitor error: {libca.message(code)}")
 
-    def _on_bad_value(self, pv: _Pv, value: Any, error: Exception) -> None:
-        """A value we cannot convert: a sample that says so, never an exception."""
-        try:
-            self.events += 1
-            log.warning("bad value", extra={"pv": pv.address, "reason": repr(error)})
-            self._append(Sample(pv.address, None, getattr(value, "timestamp", self._now()),
-                                self._now(), pv.connected, Severity.INVALID,
-                                getattr(value, "status", 0), pv.server,
-                                f"bad value: {error}"))
-        except Exception:  # pragma: no cover - last line of defence for libca's sake
-            log.exception("cannot report a bad value", extra={"pv": pv.address})
-
-    def _server(self, pv: _Pv) -> str | None:
-        try:
-            return cadef.ca_host_name(pv.subscription.channel)
-        except Exception:
-            return None
+    def _on_bad_value(self, pv: _Pv, error: Exception) -> None:
+        """A value we cannot decode: a sample that says so, never an exception."""
+        self.events += 1
+        log.warning("bad value", extra={"pv": pv.address, "reason": repr(error)})
+        now = self._now()
+        self._batch.append(Sample(pv.address, None, now, now, pv.connected, Severity.INVALID,
+                                  0, pv.server, f"bad value: {error}"))
 
     def _emit(self, pv: _Pv, error: str) -> None:
         """A sample without a value: disconnected, never connected, monitor failed."""
         self.events += 1
         now = self._now()
-        self._append(Sample(pv.address, None, now, now, False, Severity.INVALID, 0,
-                            pv.server, error))
-
-    def _append(self, sample: Sample) -> None:
-        batch = self._batch
-        if not batch:
-            self._start_batch()
-        batch.append(sample)
-        if len(batch) >= MAX_BATCH:
-            self._flush()
+        self._batch.append(Sample(pv.address, None, now, now, False, Severity.INVALID, 0,
+                                  pv.server, error))
+        if self._flush_handle is None and self._loop is not None:
+            self._flush_handle = self._loop.call_soon(self._scheduled_flush)
 
 
 async def get_once(pv: str, timeout: float = 2.0) -> tuple[Sample, str]:
