@@ -1,6 +1,7 @@
 """The engine end to end with the in-memory source and a real SQLite store."""
 
 import asyncio
+import math
 
 import pytest
 
@@ -173,6 +174,37 @@ async def test_latest_values_and_minute_history(setup):
     await engine.stop()
 
 
+async def test_a_new_severity_is_stored_at_once_a_new_value_every_refresh(setup):
+    """What `beamwatch status` (another process) and a standby read from the store."""
+    from beamwatch.engine.engine import VALUE_REFRESH
+
+    config, store, source, clock = setup
+    engine = await start(config, store, source, clock)
+    source.push("BL04I-MO-DCM-01:TEMP1", 100.0)
+    await engine.flush_values()
+    assert store.latest()["dcm-temp"].value == 100.0
+    clock.advance(2)
+    source.push("BL04I-MO-DCM-01:TEMP1", 101.0)  # still OK: waits for the refresh
+    await engine.flush_values()
+    assert store.latest()["dcm-temp"].value == 100.0
+    assert engine.live_value("dcm-temp").value == 101.0  # this process's API reads it live
+    rows = service.status(config, store, engine.live_value)
+    assert {r.id: r.value for r in rows}["dcm-temp"] == 101.0
+    clock.advance(2)
+    source.push("BL04I-MO-DCM-01:TEMP1", 125.0)  # MINOR: stored with the next flush
+    await engine.flush_values()
+    latest = store.latest()["dcm-temp"]
+    assert (latest.value, latest.severity) == (125.0, Severity.MINOR)
+    clock.advance(2)
+    source.push("BL04I-MO-DCM-01:TEMP1", 126.0)
+    await engine.flush_values()
+    assert store.latest()["dcm-temp"].value == 125.0
+    clock.advance(VALUE_REFRESH)
+    await engine.flush_values()  # no new sample, but the refresh is due
+    assert store.latest()["dcm-temp"].value == 126.0
+    await engine.stop()
+
+
 async def test_retention_purges_old_log_rows_only(setup):
     config, store, source, clock = setup
     engine = await start(config, store, source, clock)
@@ -209,3 +241,28 @@ def test_status_worst_first_and_ack_without_an_engine_is_queued(setup):
     [cmd] = store.queued_commands()
     assert (cmd.verb, cmd.args, cmd.actor) == ("ack", {"check_id": "fe-shutter"}, "ben")
     assert not service.acknowledge(config, store, "nope", "ben").ok
+
+
+async def test_quiet_samples_skip_judging_but_not_the_next_alarm_or_the_message(setup):
+    config, store, source, clock = setup
+    engine = await start(config, store, source, clock)
+    dcm = engine.runtimes["dcm-temp"]
+    ring = engine.runtimes["ring-current"]
+    assert dcm.quick == (-math.inf, 120.0)
+    assert ring.quick is None  # fe-shutter's `when:` reads ring_current
+    source.push("BL04I-MO-DCM-01:TEMP1", 100.0)  # judged: the first verdict
+    first = dcm.last_eval
+    source.push("BL04I-MO-DCM-01:TEMP1", 119.5)  # quiet: taken without judging
+    assert dcm.last_eval is first
+    live = engine.live_value("dcm-temp")
+    assert (live.value, live.message) == (119.5, "OK (119.5)")
+    source.push("BL04I-MO-DCM-01:TEMP1", 120.5)  # out of the band: judged, alarms
+    await engine.flush()
+    assert severities(store)["dcm-temp"] == Severity.MINOR
+    source.push("BL04I-MO-DCM-01:TEMP1", 100.0)  # back: judged (the check is not OK)
+    await engine.flush()
+    assert severities(store)["dcm-temp"] == Severity.OK
+    source.push("BL04I-MO-DCM-01:TEMP1", float("nan"))  # never quiet
+    await engine.flush()
+    assert severities(store)["dcm-temp"] == Severity.INVALID
+    await engine.stop()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..config.schema import Config
 from ..engine.alarm import FORECAST_PREFIX
 from ..model import AlarmState, Severity, json_value, value_text
-from ..store import Store
+from ..store import LatestValue, Store
 from . import audit
 
 ENGINE_ALIVE_WITHIN = 15.0  # seconds since the last heartbeat
@@ -51,10 +52,16 @@ class CheckStatus:
         return d
 
 
-def status(config: Config, store: Store) -> list[CheckStatus]:
-    """Every configured check, worst first, then by how long it has been so."""
+def status(config: Config, store: Store,
+           live: Callable[[str], LatestValue | None] | None = None) -> list[CheckStatus]:
+    """Every configured check, worst first, then by how long it has been so. `live`:
+    the running engine's own latest values, fresher than the store's (engine.live_value)."""
     states = store.load_states()
     latest = store.latest()
+    if live is not None:
+        for cfg in config.checks:
+            if (lv := live(cfg.id)) is not None:
+                latest[cfg.id] = lv
     last = store.last_transitions()
     out = []
     for cfg in config.checks:

@@ -79,6 +79,18 @@ class Check:
         self._thresholds_only = bool(self._limits) and self.expression is None \
             and not self.use_epics_severity and config.forecast is None \
             and config.alert is None
+        # the values a float may take to stay OK when the check is OK (thresholds alone, one
+        # set of limits): the engine takes such a sample without judging it (on_samples)
+        self.ok_band: tuple[float, float] | None = None
+        if self._thresholds_only and not self.in_mode:
+            self.ok_band = (
+                max((lim for up, _, lim, _ in self._limits if not up), default=-math.inf),
+                min((lim for up, _, lim, _ in self._limits if up), default=math.inf))
+
+    @staticmethod
+    def ok_text(value: Any) -> str:
+        """The message of an OK verdict on `value` (what _judge says)."""
+        return f"OK ({value:.6g})" if type(value) is float else f"OK ({_text(value)})"
 
     def evaluate(self, inp: CheckInput, now: float, others: Mapping[str, Any] | None = None,
                  mode: str | None = None) -> Evaluation | None:

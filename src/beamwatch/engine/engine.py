@@ -33,6 +33,9 @@ from .writer import Batch, BatchWriter, WriterStats
 
 log = logging.getLogger(__name__)
 
+# seconds: a latest value whose severity and connection stay is stored this often
+VALUE_REFRESH = 10.0
+
 
 class Decider(Protocol):
     """What the engine asks of deciding (mute stages, incidents, routing): the
@@ -85,6 +88,10 @@ class Runtime:
     address: str = ""
     source: str = "ca"
     dirty: bool = False  # the latest value changed since the last flush
+    stored: tuple | None = None  # (severity, connected) of the row last stored
+    stored_at: float = float("-inf")  # when it was stored
+    # Check.ok_band when nothing else depends on judging each sample of this check
+    quick: tuple[float, float] | None = None
 
 
 @dataclass
@@ -197,6 +204,8 @@ class Engine:
             self._by_source.setdefault(rt.source, {}).setdefault(rt.address, []).append(rt)
             for read in rt.check.reads:
                 self.readers.setdefault(read, []).append(rt)
+        for rt in self.runtimes.values():
+            rt.quick = rt.check.ok_band if rt.check.id not in self.readers else None
 
     def addresses(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
@@ -300,6 +309,16 @@ class Engine:
                 # each check is its own failure domain: CA does not resend an unchanged
                 # PV, so a sample dropped here would stay unjudged until it changed
                 try:
+                    if rt.quick is not None and _quiet(rt, sample):
+                        # most samples: an OK check gets a float inside its limits; its
+                        # verdict and alarm state stay as they are, so they are not
+                        # rebuilt (a third of the engine's CPU per sample)
+                        inp = rt.input
+                        inp.sample, inp.last_update = sample, sample.received
+                        inp.disconnected_since = None
+                        rt.dirty = True
+                        history_add(rt.check.id, sample, now)
+                        continue
                     rt.input.update(sample)
                     rt.dirty = True
                     history_add(rt.check.id, sample, now)  # disconnections too
@@ -488,27 +507,70 @@ class Engine:
         return lambda conn: keep(decision, now, conn)
 
     async def flush_values(self, final: bool = False) -> None:
-        """Latest values (for status) and finished minutes of history."""
+        """Latest values (for status) and finished minutes of history.
+
+        A check's latest row is written when its severity or connection changed, and
+        otherwise at most every VALUE_REFRESH seconds: at 10k PVs x 2 Hz writing every
+        new value was a third of the engine's CPU (decision 0013). This process's own
+        API reads values live (`live_value`); other readers see them that fresh."""
         now = self.clock.now()
-        latest = []
+        latest, written = [], []
         for rt in self.runtimes.values():
             if not rt.dirty or rt.input.sample is None:
                 continue
+            value = self._latest(rt)
+            key = (value.severity, value.connected)
+            if not final and key == rt.stored and now - rt.stored_at < VALUE_REFRESH:
+                continue
             rt.dirty = False
-            s = rt.input.sample
-            ev = rt.last_eval
-            latest.append(LatestValue(rt.check.id, s.received, s.value,
-                                      ev.severity if ev else Severity.OK, s.connected, s.server,
-                                      ev.message if ev else s.error))
+            rt.stored, rt.stored_at = key, now
+            latest.append(value)
+            written.append(rt)
         rows = self.history.take(now, everything=final)
         try:
             await self.write(self.store.save_latest, latest)
             await self.write(self.store.save_history, rows)
         except Exception as e:  # kept for the next try; the outage is logged by the writer
-            for rt in self.runtimes.values():
-                rt.dirty = rt.dirty or rt.input.sample is not None
+            for rt in written:
+                rt.dirty, rt.stored = True, None
             self.history.put_back(rows)
             log.debug("storing values failed: %s", describe(e))
+
+    def live_value(self, check_id: str) -> LatestValue | None:
+        """The check's latest value as this process has it now (the store's row may be
+        up to VALUE_REFRESH seconds older)."""
+        rt = self.runtimes.get(check_id)
+        if rt is None or rt.input.sample is None:
+            return None
+        return self._latest(rt)
+
+    @staticmethod
+    def _latest(rt: Runtime) -> LatestValue:
+        s = rt.input.sample
+        ev = rt.last_eval
+        if ev is None:
+            return LatestValue(rt.check.id, s.received, s.value, Severity.OK, s.connected,
+                               s.server, s.error)
+        # a quiet sample (on_samples) kept the last verdict: OK, about an older value
+        message = rt.check.ok_text(s.value) if rt.quick is not None and s.connected \
+            and ev.severity == Severity.OK else ev.message
+        return LatestValue(rt.check.id, s.received, s.value, ev.severity, s.connected,
+                           s.server, message)
+
+
+def _quiet(rt: Runtime, sample: Sample) -> bool:
+    """A sample that cannot change the check's verdict or alarm state: a float inside the
+    OK band of a check that is OK, has nothing pending and was judged before."""
+    value = sample.value
+    if type(value) is not float or not sample.connected or sample.__class__ is not Sample:
+        return False
+    low, high = rt.quick
+    if not low <= value <= high:
+        return False
+    state = rt.logic.state
+    return state.current == Severity.OK and state.pending is None and \
+        rt.input.threshold_severity == Severity.OK and rt.last_eval is not None and \
+        rt.last_eval.severity == Severity.OK
 
 
 def _time_sensitive(rt: Runtime) -> bool:

@@ -30,4 +30,5 @@ def for_app(application: App) -> SlackBot | None:
     return SlackBot(lambda: application.config, application.store,
                     lambda name: read_now(application, name), application.clock.now,
                     recent=application.engine.history.unstored,
-                    resolver=lambda: application.decider.router.oncall)
+                    resolver=lambda: application.decider.router.oncall,
+                    live=application.engine.live_value)

@@ -46,7 +46,7 @@ from ..notify._redact import install, register
 from ..notify.slack import DEFAULT_API_URL
 from ..store import Store
 from . import grammar
-from .commands import Caller, Commands, ReadNow, Recent, Resolver
+from .commands import Caller, Commands, Live, ReadNow, Recent, Resolver
 from .grammar import Request
 from .replies import Reply, error
 from .roles import Roles, person_of
@@ -90,7 +90,7 @@ def backoff(attempt: int) -> float:
 class SlackBot:
     def __init__(self, config: Callable[[], Config], store: Store, read_now: ReadNow,
                  clock: Callable[[], float] = time.time, recent: Recent = lambda _: [],
-                 resolver: Resolver = lambda: None):
+                 resolver: Resolver = lambda: None, live: Live | None = None):
         self.config = config
         cfg = config().slack
         assert cfg is not None
@@ -104,7 +104,7 @@ class SlackBot:
             timeout=int(TIMEOUT),
             retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3),
                             AsyncConnectionErrorRetryHandler(max_retry_count=2)])
-        self.commands = Commands(config, store, read_now, clock, recent, resolver)
+        self.commands = Commands(config, store, read_now, clock, recent, resolver, live)
         self.roles = Roles(self._group_members, clock)
         self.dedup = Dedup()
         self._names: dict[str, str] = {}

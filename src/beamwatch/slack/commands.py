@@ -27,7 +27,7 @@ from ..api import noise as noise_api
 from ..api.noise import ServiceError
 from ..config.schema import Config
 from ..routing.oncall import OnCallResolver
-from ..store import Store
+from ..store import LatestValue, Store
 from . import grammar, plot
 from .grammar import COMMANDS, Request
 from .replies import EMOJI, Reply, context, error, header, lines, mrkdwn, section
@@ -72,13 +72,15 @@ class Reading:
 ReadNow = Callable[[str], Awaitable[Reading]]
 Recent = Callable[[str], list[dict]]  # a check's per-minute rows not stored yet
 Resolver = Callable[[], "OnCallResolver | None"]  # the running engine's, with its calendars
+Live = Callable[[str], "LatestValue | None"]  # a check's latest value in the running engine
 
 
 class Commands:
     def __init__(self, config: Callable[[], Config], store: Store, read_now: ReadNow,
                  clock: Callable[[], float] = time.time, recent: Recent = lambda _: [],
-                 resolver: Resolver = lambda: None):
+                 resolver: Resolver = lambda: None, live: Live | None = None):
         self.config = config  # the running config (a reload changes it)
+        self.live = live  # the engine's own latest values (fresher than the store's)
         self.store = store
         self.read_now = read_now
         self.clock = clock
@@ -121,7 +123,7 @@ class Commands:
     def _status(self, args: dict, caller: Caller) -> Reply:
         cfg = self.config()
         group = args.get("group")
-        rows = service.status(cfg, self.store)
+        rows = service.status(cfg, self.store, self.live)
         groups = {c.group for c in cfg.checks}
         if group is not None and group not in groups:
             raise ServiceError(f"no group '{group}'; groups: {', '.join(sorted(groups))}")

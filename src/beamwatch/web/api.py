@@ -26,7 +26,7 @@ from ..api import audit, past, people, service
 from ..api import noise as noise_api
 from ..api.noise import ServiceError
 from ..config.schema import Config
-from ..store import Store
+from ..store import LatestValue, Store
 from ..store.outbox import Outbox
 
 TEXT_MAX = 1000
@@ -41,6 +41,7 @@ class Backend:
     store: Store
     recent: Callable[[str], list[dict]]  # a check's minutes not stored yet
     clock: Callable[[], float] = time.time
+    live: Callable[[str], LatestValue | None] | None = None  # the engine's latest values
 
 
 class ApiError(BaseModel):
@@ -104,7 +105,7 @@ def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
     @routes.get("/status", summary="Every check, worst first, with the mode")
     def status(group: Annotated[str | None, Query(max_length=100)] = None) -> JSONResponse:
         cfg = backend.config()
-        rows = service.status(cfg, backend.store)
+        rows = service.status(cfg, backend.store, backend.live)
         if group is not None:
             if group not in {c.group for c in cfg.checks}:
                 raise HTTPException(404, f"no group '{group}'")
@@ -122,7 +123,7 @@ def router(backend: Backend, who: Callable[..., str]) -> APIRouter:
     def check(check_id: str) -> dict[str, Any]:
         cfg = backend.config()
         _known(cfg, check_id)
-        [row] = [r for r in service.status(cfg, backend.store) if r.id == check_id]
+        [row] = [r for r in service.status(cfg, backend.store, backend.live) if r.id == check_id]
         c = cfg.check(check_id)
         since = backend.clock() - 86400
         return {**row.to_json(), "description": c.description, "labels": dict(c.labels),
