@@ -427,6 +427,8 @@ class Engine:
             try:  # a check that raises must not skip the later ones, the decider or commands
                 if _time_sensitive(rt) or (mode_changed and rt.check.in_mode):
                     self._reevaluate(rt, now)
+                if rt.logic.state.pending is None:  # no delay running (most checks)
+                    continue
                 transitions = rt.logic.tick(now)
                 if transitions:
                     self._queue(rt, transitions)

@@ -137,6 +137,7 @@ class Monitors:
     Handles are never reused: events of a closed channel are dropped."""
 
     CHUNK = 20_000  # events handled per loop callback: the loop stays responsive
+    POLL = 0.005  # seconds between looks at the hand-off while events keep coming
 
     def __init__(self, loop: asyncio.AbstractEventLoop,
                  deliver: Callable[[list[tuple]], None], all_updates: bool = False):
@@ -206,20 +207,25 @@ class Monitors:
         _flush_io()
 
     def _drain(self) -> None:
-        self._woken = False  # before taking: an event put after this wakes us again
         events, take = self._events, self._events.popleft
+        self._woken = False  # before looking: an event put after this wakes us again
+        if not events:
+            return  # idle: back to a wake-up from libca's thread on the next event
+        # busy: look again after POLL instead of being woken per burst (a wake-up is a
+        # write and a read on the loop's self-pipe, from libca's thread)
+        self._woken = True
         n = min(len(events), self.CHUNK)
         chunk = [take() for _ in range(n)]
-        if events:  # more than a chunk: the rest after the loop had its turn
-            self._woken = True
+        if events:  # more than a chunk: the rest as soon as the loop had its turn
             self._loop.call_soon(self._drain)
             if not self.all_updates:
                 chunk = self._newest_only(chunk)
+        else:
+            self._loop.call_later(self.POLL, self._drain)
         connected = [e[0] for e in chunk if e[1] == CONNECTED]
         for handle in connected:
             self._subscribe(handle)
-        if chunk:
-            self._deliver(chunk)
+        self._deliver(chunk)
 
     def _newest_only(self, chunk: list[tuple]) -> list[tuple]:
         """Falling behind: of each PV's values in this chunk only the newest is kept
