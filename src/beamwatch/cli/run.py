@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..config import ConfigError
+from ..config import Config, ConfigError
 from .common import (
     ConfigOpt,
     config_error_exit,
@@ -40,11 +40,11 @@ def run_command(config: ConfigOpt) -> None:
 
     from ..app import FAILED, STEPPED_DOWN
 
-    config_or_exit(config)
+    loaded: Config | None = config_or_exit(config)  # read once: 10k checks take a second
     first = True
     while True:  # an instance that lost the lead to the other starts again as standby
-        application, services = _start(config, first)
-        first = False
+        application, services = _start(config, first, loaded)
+        first, loaded = False, None  # a later start reads the file again (it may have changed)
         try:
             outcome = asyncio.run(application.run(services=services))
         except KeyboardInterrupt:
@@ -59,7 +59,7 @@ def run_command(config: ConfigOpt) -> None:
             return
 
 
-def _start(config: Path, first: bool) -> tuple:
+def _start(config: Path, first: bool, loaded: Config | None = None) -> tuple:
     """The App and what it serves (the HTTP server bound now: a port in use stops us
     at once, not later)."""
     from .. import slack
@@ -67,7 +67,7 @@ def _start(config: Path, first: bool) -> tuple:
     from ..web.server import WebError, for_app
 
     try:
-        application = App(config)
+        application = App(config, config=loaded)
     except ConfigError as e:
         config_error_exit(e)
     except Exception as e:

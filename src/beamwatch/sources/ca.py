@@ -202,6 +202,7 @@ class CaSource(Subscriptions):
         self._sink: Sink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._monitors: Any = None
+        self._started: float | None = None  # monotonic time of start(), until all connected
         self._flush_handle: asyncio.Handle | None = None
         self.connected_count = 0
         self.updates = 0  # values received (not disconnects, not errors)
@@ -218,8 +219,10 @@ class CaSource(Subscriptions):
         aioca.get_channel_infos()  # creates the CA context now, with our environment
         self._monitors = libca.Monitors(self._loop, self._on_events, self.all_updates)
         self._sink = sink
+        self._started = time.monotonic()
         for pv in self._pvs.values():
             self._open(pv)
+        log.info("%d PVs subscribed in %.2f s", len(self._pvs), time.monotonic() - self._started)
 
     async def stop(self) -> None:
         """Close every subscription; nothing reaches the sink after this returns."""
@@ -316,6 +319,10 @@ class CaSource(Subscriptions):
         pv.ever_connected = True
         self.connected_count += 1
         pv.server = self._monitors.host(handle)
+        if self.connected_count == len(self._pvs) and self._started is not None:
+            log.info("all %d PVs connected %.2f s after the start", self.connected_count,
+                     time.monotonic() - self._started)
+            self._started = None  # said once
 
     # --- the slow path: connections, errors ---------------------------------------------
 
