@@ -43,7 +43,12 @@ def free_port() -> int:
 
 
 def db_text(n: int, rate: float) -> str:
-    scan = {10: ".1 second", 5: ".2 second", 2: ".5 second", 1: "1 second"}[int(rate)]
+    # EPICS' periodic scans: the rate must be one of them
+    scans = {10: ".1 second", 5: ".2 second", 2: ".5 second", 1: "1 second",
+             0.5: "2 second", 0.2: "5 second", 0.1: "10 second"}
+    if rate not in scans:
+        raise SystemExit(f"--rate {rate:g}: one of {', '.join(f'{r:g}' for r in scans)}")
+    scan = scans[rate]
     return "".join(
         f'record(calc, "BENCH:V{i}") {{ field(SCAN, "{scan}") field(CALC, "RNDM*100") }}\n'
         for i in range(n))

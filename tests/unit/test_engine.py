@@ -196,12 +196,22 @@ async def test_a_new_severity_is_stored_at_once_a_new_value_every_refresh(setup)
     latest = store.latest()["dcm-temp"]
     assert (latest.value, latest.severity) == (125.0, Severity.MINOR)
     clock.advance(2)
-    source.push("BL04I-MO-DCM-01:TEMP1", 126.0)
+    source.push("BL04I-MO-DCM-01:TEMP1", 126.0)  # an alarm's new text is news too
     await engine.flush_values()
-    assert store.latest()["dcm-temp"].value == 125.0
+    assert store.latest()["dcm-temp"].message == "126 above minor limit 120"
+    clock.advance(2)
+    source.push("BL04I-MO-DCM-01:TEMP1", 100.0)  # OK again: at once
+    source.push("BL04I-MO-DCM-01:TEMP1", 101.0)
+    await engine.flush_values()
+    assert store.latest()["dcm-temp"].value == 101.0
+    clock.advance(2)
+    source.push("BL04I-MO-DCM-01:TEMP1", 102.0)
+    await engine.flush_values()
+    assert store.latest()["dcm-temp"].value == 101.0
     clock.advance(VALUE_REFRESH)
     await engine.flush_values()  # no new sample, but the refresh is due
-    assert store.latest()["dcm-temp"].value == 126.0
+    latest = store.latest()["dcm-temp"]
+    assert (latest.value, latest.message) == (102.0, "OK (102)")
     await engine.stop()
 
 

@@ -408,7 +408,7 @@ class CheckConfig(Strict):
     id: Id
     name: str | None = None
     group: str = "default"
-    labels: dict[str, str] = {}
+    labels: dict[str, str] = Field(default_factory=dict)
     description: str | None = None  # shown in every message about the check and in status
     runbook: str | None = None  # what to do: shown in messages and status (guidance, displays)
     # inputs: exactly one
@@ -459,10 +459,12 @@ class CheckConfig(Strict):
     for_: Duration = Field(0.0, alias="for")
     latch: bool = False
     count: CountConfig | None = None  # alarm when out of limits `times` within `within`
-    depends_on: list[DependencyRef | AllOf] = []  # check ids, "group:NAME", {all_of: [...]}
+    # check ids, "group:NAME", {all_of: [...]}
+    depends_on: list[DependencyRef | AllOf] = Field(default_factory=list)
     forecast: ForecastConfig | None = None  # alarm before a limit is crossed
     modes: list[str] | None = None
-    by_mode: dict[str, ModeConditions] = {}  # mode name -> the conditions in that mode
+    # mode name -> the conditions in that mode
+    by_mode: dict[str, ModeConditions] = Field(default_factory=dict)
 
     model_config = ConfigDict(populate_by_name=True)
 

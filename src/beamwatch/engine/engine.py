@@ -88,7 +88,7 @@ class Runtime:
     address: str = ""
     source: str = "ca"
     dirty: bool = False  # the latest value changed since the last flush
-    stored: tuple | None = None  # (severity, connected) of the row last stored
+    stored: tuple | None = None  # (severity, connected, message) of the row last stored
     stored_at: float = float("-inf")  # when it was stored
     # Check.ok_band when nothing else depends on judging each sample of this check
     quick: tuple[float, float] | None = None
@@ -511,17 +511,20 @@ class Engine:
     async def flush_values(self, final: bool = False) -> None:
         """Latest values (for status) and finished minutes of history.
 
-        A check's latest row is written when its severity or connection changed, and
-        otherwise at most every VALUE_REFRESH seconds: at 10k PVs x 2 Hz writing every
-        new value was a third of the engine's CPU (decision 0013). This process's own
-        API reads values live (`live_value`); other readers see them that fresh."""
+        A check's latest row is written when its severity, connection or message (but
+        the "OK (value)" of a quiet check) changed, otherwise at most every VALUE_REFRESH
+        seconds: at 10k PVs x 2 Hz writing every new value was a third of the engine's
+        CPU (decision 0013). This process's own API reads values live (`live_value`);
+        other readers see them that fresh."""
         now = self.clock.now()
         latest, written = [], []
         for rt in self.runtimes.values():
             if not rt.dirty or rt.input.sample is None:
                 continue
             value = self._latest(rt)
-            key = (value.severity, value.connected)
+            # a quiet check's message only repeats its value ("OK (12.5)"); any other
+            # message (a heartbeat's note, an alarm's text) is news, as a severity is
+            key = (value.severity, value.connected, None if _says_its_value(rt) else value.message)
             if not final and key == rt.stored and now - rt.stored_at < VALUE_REFRESH:
                 continue
             rt.dirty = False
@@ -554,8 +557,7 @@ class Engine:
             return LatestValue(rt.check.id, s.received, s.value, Severity.OK, s.connected,
                                s.server, s.error)
         # a quiet sample (on_samples) kept the last verdict: OK, about an older value
-        message = rt.check.ok_text(s.value) if rt.quick is not None and s.connected \
-            and ev.severity == Severity.OK else ev.message
+        message = rt.check.ok_text(s.value) if _says_its_value(rt) else ev.message
         return LatestValue(rt.check.id, s.received, s.value, ev.severity, s.connected,
                            s.server, message)
 
@@ -573,6 +575,13 @@ def _quiet(rt: Runtime, sample: Sample) -> bool:
     return state.current == Severity.OK and state.pending is None and \
         rt.input.threshold_severity == Severity.OK and rt.last_eval is not None and \
         rt.last_eval.severity == Severity.OK
+
+
+def _says_its_value(rt: Runtime) -> bool:
+    """The check's message is "OK (value)": a plain sample of a quick check judged OK."""
+    s, ev = rt.input.sample, rt.last_eval
+    return rt.quick is not None and ev is not None and ev.severity == Severity.OK \
+        and s is not None and s.connected and s.__class__ is Sample
 
 
 def _time_sensitive(rt: Runtime) -> bool:

@@ -88,6 +88,25 @@ def _mrkdwn(text: Any) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+class _CompiledTemplates(jinja2.BytecodeCache):
+    """Compiled templates shared by the renderers of one process (the config check and
+    the running registry build one each): a template is compiled once per source text."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)  # dropped by jinja if the source changed
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_COMPILED = _CompiledTemplates()
+
+
 class Renderer:
     """Renders a `Message` in one format; `folder` overrides the default templates."""
 
@@ -107,6 +126,7 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=False,
             extensions=["jinja2.ext.do"],
+            bytecode_cache=_COMPILED,
         )
         self.env.filters.update(
             duration=lambda s: "" if s is None else format_duration(max(0.0, float(s))),
