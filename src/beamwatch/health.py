@@ -194,8 +194,17 @@ class Health:
     def _ca(self) -> Reading:
         total = down = 0
         ca = self._ca_sources()
-        for (source, _address), runtimes in self.engine.by_address.items():
-            if source not in ca or not runtimes:
+        counted = set()
+        for name in ca:  # a CA source counts its channels itself: no scan of 100k checks
+            stats = getattr(self.engine.sources.get(name), "stats", None)
+            figures = stats() if callable(stats) else {}
+            if "subscribed" in figures and "connected" in figures:
+                total += figures["subscribed"]
+                down += figures["subscribed"] - figures["connected"]
+                counted.add(name)
+        for (source, _address), runtimes in (self.engine.by_address.items()
+                                             if counted != ca else ()):
+            if source not in ca or source in counted or not runtimes:
                 continue
             total += 1
             sample = runtimes[0].input.sample

@@ -148,6 +148,26 @@ async def test_never_connected_pv_reports_after_timeout(ioc: Ioc, source) -> Non
     assert src.stats()["disconnected"] == 1 and src.connected_count == 0
 
 
+async def test_a_missing_pv_is_not_reported_while_others_keep_connecting(
+    ioc: Ioc, source
+) -> None:
+    """A start of 100k PVs takes tens of seconds to connect: a PV late in that wave is
+    not missing. Here the wave is PVs subscribed one by one, faster than the timeout."""
+    ghost = f"BWT-NOBODY-{uuid.uuid4().hex[:8]}:PV"
+    src, rec = source(connect_timeout=1.0), Recorder()
+    src.subscribe([ghost])
+    await src.start(rec)
+    for i in range(8):  # a new PV connects every 0.3 s for 2.4 s
+        src.subscribe([ioc.pv(f"n{i}")])
+        await rec.wait_for(lambda s, i=i: s.address == ioc.pv(f"n{i}") and s.connected)
+        assert src.settling()
+        await asyncio.sleep(0.3)
+    assert not rec.of(ghost), "reported while the others were still connecting"
+    sample = await rec.wait_for(lambda s: s.address == ghost, timeout=4)
+    assert sample.error == "never connected: no IOC answered within 1s"
+    assert not src.settling()
+
+
 async def test_ioc_kill_and_restart(ioc_factory, source) -> None:
     own = ioc_factory(DB)
     pvs = [own.pv("temp"), own.pv("shutter")]

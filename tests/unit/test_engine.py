@@ -276,3 +276,23 @@ async def test_quiet_samples_skip_judging_but_not_the_next_alarm_or_the_message(
     await engine.flush()
     assert severities(store)["dcm-temp"] == Severity.INVALID
     await engine.stop()
+
+
+async def test_a_check_without_a_value_is_not_judged_while_its_source_settles(setup):
+    """A big start connects PVs for tens of seconds: no 'no value received' for a PV
+    late in that wave, until the source says it has stopped connecting."""
+    config, store, source, clock = setup
+    settling = [True]
+    source.settling = lambda: settling[0]
+    engine = await start(config, store, source, clock)
+    clock.advance(120)
+    engine.tick()
+    await engine.flush()
+    assert severities(store) == {}
+    settling[0] = False
+    engine.tick()
+    await engine.flush()
+    assert set(severities(store).values()) == {Severity.INVALID}
+    [tr, *_] = store.transitions()
+    assert tr.transition.message == "no value received since start"
+    await engine.stop()

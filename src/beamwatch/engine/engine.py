@@ -352,10 +352,16 @@ class Engine:
         """The check's verdict. A check that raises is INVALID with the error as its
         message, so a bug in one check is seen and every other check goes on."""
         try:
+            if rt.input.sample is None and self._settling(rt.source):
+                return None  # its source is still connecting a wave of PVs: no opinion yet
             mode = self.decider.mode(now) if rt.check.in_mode else None
             return rt.check.evaluate(rt.input, now, self._values_for(rt), mode)
         except Exception as e:
             return self._failed(rt, e, now)
+
+    def _settling(self, source: str) -> bool:
+        settling = getattr(self.sources.get(source), "settling", None)
+        return bool(settling()) if settling is not None else False
 
     def _failed(self, rt: Runtime, error: Exception, now: float) -> Evaluation:
         """INVALID, saying why. Logged once per check and kind of error: the check fails

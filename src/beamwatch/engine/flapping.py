@@ -77,6 +77,9 @@ class FlapDetector:
         self._weights = [0.8 + 0.4 * i / (slots - 1) for i in range(slots)]
         self._total = sum(self._weights)
         self._checks: dict[str, _History] = {}
+        # checks with changes in the window or flapping: the only ones `tick` must judge
+        # (a 100k-check start records every check once)
+        self._active: set[str] = set()
 
     @property
     def window(self) -> float:
@@ -112,6 +115,7 @@ class FlapDetector:
             slot = self._slot(now)
             if not h.changed_slots or h.changed_slots[-1] < slot:
                 h.changed_slots.append(slot)
+            self._active.add(check_id)
         h.last = severity
         return self._judge(check_id, h, now)
 
@@ -119,15 +123,19 @@ class FlapDetector:
         """Time passed: flapping checks that went quiet stop flapping; quiet
         histories are trimmed."""
         out = []
-        for check_id, h in list(self._checks.items()):
-            ev = self._judge(check_id, h, now) if h.flapping or h.changed_slots else None
+        for check_id in list(self._active):
+            h = self._checks.get(check_id)
+            ev = self._judge(check_id, h, now) if h is not None else None
             if ev is not None:
                 out.append(ev)
+            if h is None or not (h.flapping or h.changed_slots):
+                self._active.discard(check_id)
         return out
 
     def forget(self, check_id: str) -> None:
         """The check was removed (config reload)."""
         self._checks.pop(check_id, None)
+        self._active.discard(check_id)
 
     def _judge(self, check_id: str, h: _History, now: float) -> FlapEvent | None:
         h.percent = self._percent(h, self._slot(now))
