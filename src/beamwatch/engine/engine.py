@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # seconds: a latest value whose severity and connection stay is stored this often
 VALUE_REFRESH = 10.0
+REFRESH_ROWS = 1000  # ... or less often, so that refreshing writes at most this many rows/s
 
 
 class Decider(Protocol):
@@ -92,6 +93,7 @@ class Runtime:
     stored_at: float = float("-inf")  # when it was stored
     # Check.ok_band when nothing else depends on judging each sample of this check
     quick: tuple[float, float] | None = None
+    timed: bool = False  # judged every second: `stale:` or a forecast
 
 
 @dataclass
@@ -206,6 +208,7 @@ class Engine:
                 self.readers.setdefault(read, []).append(rt)
         for rt in self.runtimes.values():
             rt.quick = rt.check.ok_band if rt.check.id not in self.readers else None
+            rt.timed = rt.check.config.stale is not None or rt.input.trend is not None
 
     def addresses(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
@@ -518,24 +521,24 @@ class Engine:
         """Latest values (for status) and finished minutes of history.
 
         A check's latest row is written when its severity, connection or message (but
-        the "OK (value)" of a quiet check) changed, otherwise at most every VALUE_REFRESH
-        seconds: at 10k PVs x 2 Hz writing every new value was a third of the engine's
-        CPU (decision 0013). This process's own API reads values live (`live_value`);
-        other readers see them that fresh."""
+        the "OK (value)" of a quiet check) changed, otherwise at most every
+        `refresh` seconds (VALUE_REFRESH, longer past REFRESH_ROWS rows a second: 100k
+        checks refresh every 100 s): at 10k PVs x 2 Hz writing every new value was a
+        third of the engine's CPU (decision 0013). This process's own API reads values
+        live (`live_value`); other readers see them that fresh."""
         now = self.clock.now()
+        refresh = max(VALUE_REFRESH, len(self.runtimes) / REFRESH_ROWS)
         latest, written = [], []
         for rt in self.runtimes.values():
-            if not rt.dirty or rt.input.sample is None:
+            if not rt.dirty:
                 continue
-            value = self._latest(rt)
-            # a quiet check's message only repeats its value ("OK (12.5)"); any other
-            # message (a heartbeat's note, an alarm's text) is news, as a severity is
-            key = (value.severity, value.connected, None if _says_its_value(rt) else value.message)
-            if not final and key == rt.stored and now - rt.stored_at < VALUE_REFRESH:
+            key = _stored_key(rt)
+            if key is None or (not final and key == rt.stored
+                               and now - rt.stored_at < refresh):
                 continue
             rt.dirty = False
             rt.stored, rt.stored_at = key, now
-            latest.append(value)
+            latest.append(self._latest(rt))
             written.append(rt)
         rows = self.history.take(now, everything=final)
         try:
@@ -583,6 +586,17 @@ def _quiet(rt: Runtime, sample: Sample) -> bool:
         rt.last_eval.severity == Severity.OK
 
 
+def _stored_key(rt: Runtime) -> tuple | None:
+    """What of a check's latest value is news when it changes: severity, connection and
+    message, but the "OK (value)" of a quiet check, which only repeats its value."""
+    s, ev = rt.input.sample, rt.last_eval
+    if s is None:
+        return None
+    if ev is None:
+        return (Severity.OK, s.connected, s.error)
+    return (ev.severity, s.connected, None if _says_its_value(rt) else ev.message)
+
+
 def _says_its_value(rt: Runtime) -> bool:
     """The check's message is "OK (value)": a plain sample of a quick check judged OK."""
     s, ev = rt.input.sample, rt.last_eval
@@ -593,9 +607,8 @@ def _says_its_value(rt: Runtime) -> bool:
 def _time_sensitive(rt: Runtime) -> bool:
     """Checks whose verdict can change with no new sample: staleness, grace periods, and
     forecasts (a PV that stops changing sends nothing, yet its trend flattens)."""
-    inp = rt.input
-    return (rt.check.config.stale is not None or inp.sample is None
-            or not inp.sample.connected or inp.trend is not None)
+    sample = rt.input.sample
+    return rt.timed or sample is None or not sample.connected
 
 
 def _log_failure(task: asyncio.Task) -> None:
