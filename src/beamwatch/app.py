@@ -219,6 +219,8 @@ class App:
             log.warning("standing by: another instance leads", extra={"leader": holder})
             self._stood_by = True
             self.systemd.ready()
+            # connected while standing by: taking over does not wait for 100k PVs
+            self._side["warm"] = asyncio.ensure_future(self._warm())
         self.systemd.watchdog()
 
     def serving(self, url: str | None) -> None:
@@ -457,6 +459,13 @@ class App:
             return
         task = asyncio.ensure_future(self._quietly(fn))
         self._side[fn.__name__] = task
+
+    async def _warm(self) -> None:
+        try:
+            await self.engine.warm()
+        except Exception as e:  # e.g. a source that cannot run here: start says so again
+            log.warning("could not connect the sources while standing by; they connect "
+                        "when this instance leads: %s", describe(e))
 
     async def _quietly(self, fn: Callable) -> None:
         name = fn.__name__

@@ -168,6 +168,30 @@ async def test_a_missing_pv_is_not_reported_while_others_keep_connecting(
     assert not src.settling()
 
 
+async def test_a_warm_source_hands_over_each_pvs_newest_sample_at_start(
+    ioc: Ioc, source
+) -> None:
+    """An HA standby connects while it waits; taking over, the engine gets every PV's
+    current value at once, though CA sends nothing new for an unchanged PV."""
+    temp, flag = ioc.pv("temp"), ioc.pv("name")
+    src, rec = source(), Recorder()
+    src.subscribe([temp])
+    await src.warm()
+    await aioca.caput(temp, 11.0, wait=True)
+    await aioca.caput(temp, 12.0, wait=True)
+    async with asyncio.timeout(10):
+        while src.connected_count < 1 or src._kept.get(temp) is None \
+                or src._kept[temp].value != 12.0:
+            await asyncio.sleep(0.05)
+    assert rec.samples == []  # nothing without a sink
+    src.subscribe([flag])
+    await src.start(rec)
+    assert [(s.address, s.value) for s in rec.samples] == [(temp, 12.0)]  # at once, newest
+    await rec.wait_for(lambda s: s.address == flag and s.connected)
+    await aioca.caput(temp, 13.0, wait=True)
+    await rec.wait_for(lambda s: s.address == temp and s.value == 13.0)
+
+
 async def test_ioc_kill_and_restart(ioc_factory, source) -> None:
     own = ioc_factory(DB)
     pvs = [own.pv("temp"), own.pv("shutter")]

@@ -234,6 +234,16 @@ class Engine:
             src.subscribe(sorted(addrs))
             await src.start(self.source_sink(name))
 
+    async def warm(self) -> None:
+        """Standing by: connect the sources that can keep their newest samples until
+        `start` (Subscriptions.warm), so that taking over does not wait for them."""
+        for name, addrs in self.addresses().items():
+            src = self.sources.get(name)
+            warm = getattr(src, "warm", None)
+            if warm is not None:
+                src.subscribe(sorted(addrs))
+                await warm()
+
     async def stop(self) -> None:
         for src in self.sources.values():
             await src.stop()

@@ -163,6 +163,8 @@ class PvaSource(Subscriptions):
     # --- the Source interface ---------------------------------------------------------
 
     async def start(self, sink: Sink) -> None:
+        if self._take_over(sink):  # connected while standing by (warm)
+            return
         if self._sink is not None:
             raise RuntimeError(f"source '{self.name}' is already started")
         self._loop = asyncio.get_running_loop()
