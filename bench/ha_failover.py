@@ -77,7 +77,7 @@ class Receiver:
         return len(ids) - len(set(ids))
 
 
-def one_round(pair: Pair, receiver: Receiver, n: int, freeze: bool) -> dict:
+def one_round(pair: Pair, receiver: Receiver, n: int, freeze: bool, settle: float = 3) -> dict:
     leader = pair.member(pair.holder())
     other = pair.b if leader is pair.a else pair.a
     check = n % CHECKS + 1
@@ -101,9 +101,10 @@ def one_round(pair: Pair, receiver: Receiver, n: int, freeze: bool) -> dict:
     pair.set(check, 1)
     if not freeze:
         leader.start()
-        wait_for(lambda: pair.roles().get(leader.name) == "standby", 60, "standing by")
+        wait_for(lambda: pair.roles().get(leader.name) == "standby", 60 + settle,
+                 "standing by")
     assert pair.holder() == other.name
-    time.sleep(3)  # the resolve goes out before the next round's kill
+    time.sleep(settle)  # the resolve goes out (and a warm standby connects) before the next
     return {"round": n, "how": "freeze" if freeze else "kill", "killed": leader.name,
             "check": f"temp-{check}", "seconds_to_page": paged, "pages": pages}
 
@@ -122,6 +123,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--freezes", type=int, default=2)
+    ap.add_argument("--background", type=int, default=0, metavar="N",
+                    help="N more PVs (calc, 0.2 Hz) with a threshold check each: what a "
+                         "takeover of a big beamline must bring up")
+    ap.add_argument("--cold", action="store_true",
+                    help="warm_standby: false (the standby connects when it takes over)")
+    ap.add_argument("--settle", type=float, default=3.0, metavar="S",
+                    help="seconds after the killed member stands by again before the next "
+                         "round (a warm standby of 100k PVs needs about a minute to connect)")
+    ap.add_argument("--out", default=str(RESULTS / "ha_failover.json"))
     args = ap.parse_args()
     bindir = pg_bin()
     if bindir is None:
@@ -130,15 +140,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bw-ha-bench-"))
     cluster = PgCluster(bindir)
     receiver = Receiver()
-    ioc = Ioc(DB)
-    cfg = write_config(work / "ha.yaml", ioc, receiver.url, cluster.url)
+    background = "".join(f'record(calc, "$(P)B{i}") {{ field(SCAN, "5 second") '
+                         f'field(CALC, "RNDM*100") }}\n' for i in range(args.background))
+    ioc = Ioc(DB + background, timeout=60)
+    extra = "".join(f"\n  - {{id: b{i}, pv: '{ioc.pv(f'B{i}')}', above: {{major: 1000}}}}"
+                    for i in range(args.background))
+    cfg = write_config(work / "ha.yaml", ioc, receiver.url, cluster.url, extra_checks=extra,
+                       ca_extra=", warm_standby: false" if args.cold else "")
     pair = Pair(cfg, ioc, cluster.url, work)
     rounds: list[dict] = []
     try:
-        pair.start()
+        pair.start(timeout=60 + args.background / 1000)
+        time.sleep(args.settle)  # the standby connects (warm) before the first kill
         plan = [False] * args.kills + [True] * args.freezes
         for n, freeze in enumerate(plan):
-            rounds.append(one_round(pair, receiver, n, freeze))
+            rounds.append(one_round(pair, receiver, n, freeze, args.settle))
             r = rounds[-1]
             print(f"round {n + 1}/{len(plan)} {r['how']} {r['killed']}: paged in "
                   f"{r['seconds_to_page']} s, {r['pages']} page(s)", flush=True)
@@ -155,13 +171,19 @@ def main() -> None:
                           "load_average_1min": os.getloadavg()[0]},
               "hosts": "two host names (the lease must run out)",
               "lease": {"ttl_s": 5.0, "renew_s": 1.0, "confirm_s": 2.0},
+              "background_pvs": args.background,
+              "standby": "cold" if args.cold else "warm",
               "goal": "exactly one page within 15 s of the fault",
               "kills": summary(kills, receiver) if kills else None,
               "freezes_30s": summary(freezes, receiver) if freezes else None,
               "rounds": rounds}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ha_failover.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("hosts", "kills", "freezes_30s")}, indent=1))
+    out = Path(args.out)
+    runs = json.loads(out.read_text()) if out.exists() else []
+    runs = runs if isinstance(runs, list) else [runs]  # one result per run, newest last
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(runs + [result], indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("standby", "background_pvs", "kills",
+                                              "freezes_30s")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ DB = "".join(f'record(ai, "$(P)T{i}") {{ field(VAL, "1") }}\n' for i in range(1,
 CHECKS = [f"temp-{i}" for i in range(1, 7)]
 
 
-def write_config(path: Path, ioc, hook_url: str, store_url: str, route_extra: str = "") -> Path:
+def write_config(path: Path, ioc, hook_url: str, store_url: str, route_extra: str = "",
+                 extra_checks: str = "", ca_extra: str = "") -> Path:
     """Six temperatures on one softIoc, paged to one webhook, at once (no `for:`)."""
     checks = "".join(f"""
   - id: temp-{i}
@@ -38,9 +39,9 @@ def write_config(path: Path, ioc, hook_url: str, store_url: str, route_extra: st
 beamline: HA
 storage: {{url: "{store_url}"}}
 web: {{listen: "${{BW_LISTEN}}", tokens: {{ops: "{TOKEN}"}}}}
-sources: {{ca: {{kind: ca, addr_list: ["{ioc.addr}"]}}}}
+sources: {{ca: {{kind: ca, addr_list: ["{ioc.addr}"]{ca_extra}}}}}
 noise: {{recovery_grace: 2s}}
-checks:{checks}
+checks:{checks}{extra_checks}
   - id: udc-queue
     heartbeat: 10m
 channels:
@@ -115,12 +116,12 @@ class Pair:
         self.a = Member("ws-a", cfg, ioc, log_dir)
         self.b = Member("ws-b", cfg, ioc, log_dir)
 
-    def start(self) -> Pair:
+    def start(self, timeout: float = 60) -> Pair:
         self.a.start()
         wait_for(lambda: self.holder() == "ws-a" and set(CHECKS) <= set(self.store.latest()),
-                 60, "ws-a leading with every PV connected")
+                 timeout, "ws-a leading with every PV connected")
         self.b.start()
-        wait_for(lambda: self.roles().get("ws-b") == "standby", 60, "ws-b standing by")
+        wait_for(lambda: self.roles().get("ws-b") == "standby", timeout, "ws-b standing by")
         return self
 
     def holder(self) -> str | None:

@@ -166,6 +166,9 @@ class SourceConfig(Strict):
     # ca, pva
     addr_list: list[str] | None = None  # EPICS_CA_ADDR_LIST / EPICS_PVA_ADDR_LIST
     connect_timeout: Duration = 5.0
+    # an HA standby connects in advance, so a takeover does not wait for the PVs; false:
+    # it connects only when it takes over (half the clients on each IOC, a slower takeover)
+    warm_standby: bool = True
     # http
     base_url: str | None = None  # checks' get:/post: paths are relative to it
     headers: dict[str, SecretValue] = {}
@@ -190,7 +193,8 @@ class SourceConfig(Strict):
                 raise ValueError("kind archiver needs url: (e.g. http://archiver:17665)")
             if not self.url.get().startswith(("http://", "https://")):
                 raise ValueError("url: an archiver's url must be http:// or https://")
-        mine = {"ca": {"addr_list", "connect_timeout"}, "pva": {"addr_list", "connect_timeout"},
+        mine = {"ca": {"addr_list", "connect_timeout", "warm_standby"},
+                "pva": {"addr_list", "connect_timeout", "warm_standby"},
                 "http": {"base_url", "headers", "username", "password", "verify", "timeout",
                          "max_connections"},
                 "sql": {"url", "password", "timeout", "max_connections"},

@@ -85,7 +85,7 @@ class Subscriptions(Batches):
         """Connect now, before there is a sink (an HA standby): only each address's
         newest sample is kept, and `start` hands them over at once. A standby of 100k
         PVs then takes over without first connecting them (tens of seconds)."""
-        if self._sink is None:
+        if self._sink is None and getattr(getattr(self, "config", None), "warm_standby", True):
             self._kept = {}
             await self.start(self._keep)
 
