@@ -95,13 +95,13 @@ def one_round(pair: Pair, receiver: Receiver, n: int, freeze: bool, settle: floa
     if freeze:
         time.sleep(max(0.0, 30 - (time.monotonic() - t0)))
         leader.thaw()
-        wait_for(lambda: pair.roles().get(leader.name) == "standby", 60, "standing by")
+        wait_for(lambda: pair.roles_in_store().get(leader.name) == "standby", 60, "standing by")
     time.sleep(3)  # a duplicate would have come by now
     pages = len(receiver.alarms(f"temp-{check}", t0))
     pair.set(check, 1)
     if not freeze:
         leader.start()
-        wait_for(lambda: pair.roles().get(leader.name) == "standby", 60 + settle,
+        wait_for(lambda: pair.roles_in_store().get(leader.name) == "standby", 60 + settle,
                  "standing by")
     assert pair.holder() == other.name
     time.sleep(settle)  # the resolve goes out (and a warm standby connects) before the next

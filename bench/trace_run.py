@@ -6,10 +6,9 @@ Used by `bench/latency.py --trace`. It wraps, from outside and without changing
 beamwatch, the functions each stage goes through, and writes one JSON line per
 event to TRACE_FILE when the process exits:
 
-    libca      a monitor update reaches Python on libca's thread (aioca's
-               queue, or CaSource's own hand-off); `woke`: it asked the loop
-               for a wake-up
-    loop       the update is handled on the asyncio loop (CaSource's callback)
+    libca      a monitor update reaches Python on libca's thread (the hand-off
+               of sources/libca.py); `woke`: it asked the loop for a wake-up
+    loop       the update is handled on the asyncio loop (CaSource._on_events)
     engine     the batch reaches Engine.on_samples
     transition a check changed state (Engine._queue)
     committed  the transition and its notification are stored (worker woken)
@@ -48,58 +47,37 @@ def _wrap(owner: Any, name: str, before: Any) -> None:
     setattr(owner, name, traced)
 
 
-def _pv_of(callback: Any) -> str | None:
-    sub = getattr(callback, "__self__", None)
-    return getattr(sub, "name", None)
-
-
-def _trace_aioca() -> None:
-    from aioca import _catools
-
-    cache = _catools.ChannelCache
-
-    def libca(self: Any, callback: Any, *args: Any) -> None:
-        pv = _pv_of(callback)
-        if pv is not None and pv.startswith(PREFIX):
-            _record(("libca", _clock(), pv, self._ChannelCache__waiting))
-
-    _wrap(cache, "call_soon_threadsafe", libca)
-
-
-def _trace_hand_off() -> None:
-    """CaSource's own hand-off from libca's thread, when it has one."""
-    from beamwatch.sources import ca
-
-    hand_off = getattr(ca, "_HandOff", None)
-    if hand_off is None:
-        return
-
-    def libca(self: Any, item: Any) -> None:
-        pv = getattr(item[0], "address", "")
-        if pv.startswith(PREFIX):
-            _record(("libca", _clock(), pv, not self._pending))
-
-    _wrap(hand_off, "put", libca)
-
-
-def _trace_source() -> None:
+def _trace_monitors() -> None:
+    """beamwatch's libca layer (sources/libca.py): an update on libca's thread (`woke`:
+    it asked the loop for a wake-up), then the same update handled on the loop."""
+    from beamwatch.sources import libca
     from beamwatch.sources.ca import CaSource
 
-    original = CaSource._callback
+    names: dict[int, str] = {}  # handle -> traced PV
+    original_open = libca.Monitors.open
 
-    def callback(self: CaSource, pv: Any) -> Any:
-        inner = original(self, pv)
-        address = pv.address
-        if not address.startswith(PREFIX):
-            return inner
+    def open_(self: Any, name: str) -> int:
+        handle = original_open(self, name)
+        if name.startswith(PREFIX):
+            names[handle] = name
+        return handle
 
-        def on_value(*args: Any) -> Any:
-            _record(("loop", _clock(), address))
-            return inner(*args)
+    libca.Monitors.open = open_  # type: ignore[method-assign]
 
-        return on_value
+    def event(self: Any, args: Any) -> None:  # before Monitors() binds it for libca
+        pv = names.get(args.usr)
+        if pv is not None:
+            _record(("libca", _clock(), pv, not self._woken))
 
-    CaSource._callback = callback  # type: ignore[method-assign]
+    _wrap(libca.Monitors, "_event", event)
+
+    def on_events(self: Any, events: list) -> None:
+        for handle, kind, *_ in events:
+            pv = names.get(handle)
+            if pv is not None and kind >= 0:
+                _record(("loop", _clock(), pv))
+
+    _wrap(CaSource, "_on_events", on_events)
 
 
 def _trace_pipeline() -> None:
@@ -155,9 +133,7 @@ def _dump(path: str) -> None:
 
 def main() -> None:
     path = sys.argv[1]
-    _trace_aioca()
-    _trace_hand_off()
-    _trace_source()
+    _trace_monitors()
     _trace_pipeline()
     _trace_http()
     atexit.register(_dump, path)

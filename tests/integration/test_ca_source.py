@@ -25,7 +25,6 @@ import aioca  # noqa: E402
 from beamwatch.clock import FakeClock  # noqa: E402
 from beamwatch.config.schema import SourceConfig  # noqa: E402
 from beamwatch.model import Sample, Severity  # noqa: E402
-from beamwatch.sources import ca as ca_module  # noqa: E402
 from beamwatch.sources import libca  # noqa: E402
 from beamwatch.sources.base import SourceUnavailable  # noqa: E402
 from beamwatch.sources.ca import CaSource  # noqa: E402

@@ -121,7 +121,8 @@ class Pair:
         wait_for(lambda: self.holder() == "ws-a" and set(CHECKS) <= set(self.store.latest()),
                  timeout, "ws-a leading with every PV connected")
         self.b.start()
-        wait_for(lambda: self.roles().get("ws-b") == "standby", timeout, "ws-b standing by")
+        wait_for(lambda: self.roles_in_store().get("ws-b") == "standby", timeout,
+                 "ws-b standing by")
         return self
 
     def holder(self) -> str | None:
@@ -135,6 +136,13 @@ class Pair:
             return {}
         return {i["host"]: i["role"] for i in json.loads(out.stdout)["instances"]
                 if i["role"] != "gone"}
+
+    def roles_in_store(self) -> dict[str, str]:
+        """host -> role, as `status` computes it but without loading the config (a bench
+        of 100k checks: `beamwatch status` takes tens of seconds on a loaded box)."""
+        from beamwatch.api.service import instances
+
+        return {i["host"]: i["role"] for i in instances(self.store) if i["role"] != "gone"}
 
     def member(self, host: str) -> Member:
         return self.a if host == "ws-a" else self.b

