@@ -294,12 +294,19 @@ class CaSource(Subscriptions):
                 log.debug("closing a channel failed", exc_info=True)
 
     def settling(self) -> bool:
-        """Still connecting: some PVs have not connected yet, and others did within the
-        last connect_timeout (100k PVs take tens of seconds to connect: a PV late in
-        that wave is not missing). The engine does not judge a check with no value
-        yet while its source is settling."""
-        return bool(self._waiting) and \
-            time.monotonic() - self._last_news < self.connect_timeout
+        """Still connecting: some PVs have not connected yet, and others did lately
+        (100k PVs take tens of seconds to connect: a PV late in that wave is not
+        missing). "Lately" is connect_timeout plus a second per 1000 PVs waiting: with
+        many searches out libca backs off and connections come in bursts; a few dead
+        PVs are reported after connect_timeout. Updates not yet handed to the loop may
+        be connections too. The engine does not judge a check with no value yet while
+        its source is settling."""
+        if not self._waiting:
+            return False
+        if self._monitors is not None and self._monitors.pending:
+            return True
+        quiet_for = time.monotonic() - self._last_news
+        return quiet_for < self.connect_timeout + len(self._waiting) / 1000
 
     def _never_connected(self) -> None:
         """Once a second while PVs wait: those waiting longer than connect_timeout are

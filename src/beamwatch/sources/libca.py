@@ -187,6 +187,11 @@ class Monitors:
         if self in _open_monitors:
             _open_monitors.remove(self)
 
+    @property
+    def pending(self) -> int:
+        """Events from libca not handed to the loop yet."""
+        return len(self._events)
+
     def host(self, handle: int) -> str | None:
         chid = self._chids.get(handle)
         if chid is None:
