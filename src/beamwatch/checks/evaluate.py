@@ -88,9 +88,10 @@ class Check:
                 min((lim for up, _, lim, _ in self._limits if up), default=math.inf))
 
     @staticmethod
-    def ok_text(value: Any) -> str:
-        """The message of an OK verdict on `value` (what _judge says)."""
-        return f"OK ({value:.6g})" if type(value) is float else f"OK ({_text(value)})"
+    def ok_text(value: float) -> str:
+        """The message of an OK verdict on a finite float under thresholds (_judge's hot
+        path; the engine writes it for samples it did not judge)."""
+        return f"OK ({value:.6g})"
 
     def evaluate(self, inp: CheckInput, now: float, others: Mapping[str, Any] | None = None,
                  mode: str | None = None) -> Evaluation | None:
@@ -126,7 +127,7 @@ class Check:
             severity, text = self._thresholds(value, inp.threshold_severity)
             inp.threshold_severity = severity
             if severity == Severity.OK:
-                text = f"OK ({value:.6g})"
+                text = self.ok_text(value)
             note = getattr(sample, "note", None)
             if note:
                 text = f"{text}: {note}"

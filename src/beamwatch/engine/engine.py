@@ -608,10 +608,12 @@ def _stored_key(rt: Runtime) -> tuple | None:
 
 
 def _says_its_value(rt: Runtime) -> bool:
-    """The check's message is "OK (value)": a plain sample of a quick check judged OK."""
+    """The check's message is "OK (value)" (Check.ok_text): a plain float sample of a
+    quick check judged OK."""
     s, ev = rt.input.sample, rt.last_eval
     return rt.quick is not None and ev is not None and ev.severity == Severity.OK \
-        and s is not None and s.connected and s.__class__ is Sample
+        and s is not None and type(s.value) is float and s.connected \
+        and s.__class__ is Sample
 
 
 def _time_sensitive(rt: Runtime) -> bool:
