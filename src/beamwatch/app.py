@@ -233,7 +233,7 @@ class App:
         """Take back what was going on before a restart, then subscribe every source.
         Only as the leader: `run` waits for the lease first; called alone (tests, replay)
         it takes the lease, which must be free."""
-        if self.leadership.token is None and not await asyncio.to_thread(
+        if self.leadership.token is None and not await self.leadership.off_loop(
                 self.leadership.try_lead):
             raise RuntimeError(f"another instance leads: {self.leadership.leader}")
         if self._stood_by:  # the checks were built at __init__: the leader changed them since
@@ -336,7 +336,7 @@ class App:
     async def step(self) -> None:
         """One tick and everything it leads to, delivered: what `run` does each second,
         callable by hand with a fake clock (the acceptance tests drive time this way)."""
-        await asyncio.to_thread(self.leadership.refresh)  # `run` has a task for it
+        await self.leadership.off_loop(self.leadership.refresh)  # `run` has a task for it
         self.monitor.poll()
         await self.send_digest()
         await self.sync_overlays()
@@ -355,7 +355,8 @@ class App:
         await self.monitor.aclose()
         await self.registry.aclose()
         if outcome in (STOPPED, FAILED):  # the standby takes over at once
-            await asyncio.to_thread(self.leadership.release)
+            await self.leadership.off_loop(self.leadership.release)
+        self.leadership.close()
         self.store.close()
         gc.unfreeze()  # what a leader froze is garbage now (a step-down starts anew)
 

@@ -32,6 +32,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.engine import Connection
 
@@ -106,6 +107,21 @@ class Leadership:
         self.since: float | None = None  # wall time we became the leader
         self._seen: tuple[int, int, float] | None = None  # (token, renewals, when) expired
         self.leader: Lease | None = None  # as last read, for status
+        # the lease's own thread: a renewal must not queue behind other blocking work
+        # (asyncio's default pool also claims outbox rows, reads calendars...)
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def off_loop(self, fn: Callable[[], object]) -> object:
+        """Run a blocking lease call (try_lead, refresh, release) on the lease's thread."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="beamwatch-lease")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    def close(self) -> None:
+        """Let the lease's thread go (a later off_loop starts another)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
 
     @property
     def role(self) -> str:
@@ -164,7 +180,7 @@ class Leadership:
         failing = False
         while not stop.is_set():
             try:
-                if await asyncio.to_thread(self.try_lead):
+                if await self.off_loop(self.try_lead):
                     return True
             except Exception as e:  # the store is away: keep looking
                 if not failing:
@@ -204,7 +220,7 @@ class Leadership:
         failing = False
         while not stop.is_set():
             try:
-                ours = await asyncio.to_thread(self.refresh)
+                ours = await self.off_loop(self.refresh)
             except Exception as e:
                 if not failing:
                     log.error("cannot renew the lease (the store?): %s", describe(e))

@@ -174,6 +174,39 @@ async def test_latest_values_and_minute_history(setup):
     await engine.stop()
 
 
+async def test_values_are_stored_in_chunks_and_an_outage_mid_way_loses_no_minute(
+        setup, monkeypatch):
+    """Each chunk is its own transaction (one holding the HA lease row for seconds
+    blocked its renewal); what an outage left unstored is stored by the next flush."""
+    from beamwatch.engine import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "WRITE_CHUNK", 1)
+    config, store, source, clock = setup
+    clock.t = 1_790_000_040.0
+    engine = await start(config, store, source, clock)
+    source.push("SR-DI-DCCT-01:SIGNAL", 300.0)
+    source.push("BL04I-MO-DCM-01:TEMP1", 100.0)
+    clock.advance(60)
+    real, calls = store.save_history, []
+
+    def second_chunk_fails(rows):
+        calls.append([r["check_id"] for r in rows])
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(rows)
+
+    monkeypatch.setattr(store, "save_history", second_chunk_fails)
+    await engine.flush_values()
+    assert len(calls) == 2 and all(len(c) == 1 for c in calls)
+    stored = [cid for cid in ("ring-current", "dcm-temp")
+              if store.history(cid, since=clock.t - 3600)]
+    assert stored == [calls[0][0]]
+    await engine.flush_values()
+    for cid in ("ring-current", "dcm-temp"):
+        assert len(store.history(cid, since=clock.t - 3600)) == 1
+    await engine.stop()
+
+
 async def test_a_new_severity_is_stored_at_once_a_new_value_every_refresh(setup):
     """What `beamwatch status` (another process) and a standby read from the store."""
     from beamwatch.engine.engine import VALUE_REFRESH

@@ -205,6 +205,24 @@ def test_a_minute_row_records_connection_and_record_severity():
         True, None, T0 + 200, 5.0)
 
 
+async def test_sliced_take_closes_each_finished_minute_once_while_samples_come_in():
+    """The engine takes a minute's rows in slices, yielding to the loop: a check whose
+    next minute began meanwhile has its row closed by `add`, not a second time."""
+    h = MinuteHistory()
+    for i in range(5):
+        h.add(f"c{i}", sample(float(i)), T0 + 1)
+    assert await h.take_sliced(T0 + 30, step=2) == []  # the minute is not over
+    taking = asyncio.ensure_future(h.take_sliced(T0 + 61, step=2))
+    await asyncio.sleep(0)  # the first slice is closed: c0, c1
+    h.add("c3", sample(30.0), T0 + 62)  # c3's next minute begins before its slice
+    rows = await taking
+    assert sorted((r["check_id"], r["minute"], r["vlast"]) for r in rows) == [
+        (f"c{i}", int(T0 // 60), float(i)) for i in range(5)]
+    assert await h.take_sliced(T0 + 90) == []  # nothing more until the next minute
+    [last] = await h.take_sliced(T0 + 200)
+    assert (last["check_id"], last["vlast"]) == ("c3", 30.0)
+
+
 def test_the_minute_edges_come_out_exact_for_a_loss_and_a_return():
     row = {"minute": 10, "connected": True, "lost_at": 605.0, "back_at": 640.0}
     assert _minute_edges(True, row) == [(605.0, False), (640.0, True)]

@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 # seconds: a latest value whose severity and connection stay is stored this often
 VALUE_REFRESH = 10.0
 REFRESH_ROWS = 1000  # ... or less often, so that refreshing writes at most this many rows/s
+# Values and history are written this many rows per transaction. Each write holds the HA
+# lease row (the fence) until it commits, and the lease cannot be renewed meanwhile:
+# 100k history rows in one transaction took seconds on PostgreSQL. Between chunks the
+# writer thread also stores transitions, which do not wait behind a minute's history.
+WRITE_CHUNK = 2000
 
 
 class Decider(Protocol):
@@ -550,15 +555,24 @@ class Engine:
             rt.stored, rt.stored_at = key, now
             latest.append(self._latest(rt))
             written.append(rt)
-        rows = self.history.take(now, everything=final)
+        rows = await self.history.take_sliced(now, everything=final)
         try:
-            await self.write(self.store.save_latest, latest)
-            await self.write(self.store.save_history, rows)
-        except Exception as e:  # kept for the next try; the outage is logged by the writer
-            for rt in written:
+            await self._store_chunks(self.store.save_latest, latest, "latest values")
+            await self._store_chunks(self.store.save_history, rows, "history")
+        finally:  # what is left was not stored: tried again (at stop by the final flush)
+            for rt in written[len(written) - len(latest):]:
                 rt.dirty, rt.stored = True, None
             self.history.put_back(rows)
-            log.debug("storing values failed: %s", describe(e))
+
+    async def _store_chunks(self, fn: Callable, rows: list, what: str) -> None:
+        """Store rows WRITE_CHUNK per transaction, deleting each chunk from `rows` once
+        it is stored: an outage stops it (the writer logs it) with the rest in `rows`."""
+        try:
+            while rows:
+                await self.write(fn, rows[:WRITE_CHUNK])
+                del rows[:WRITE_CHUNK]
+        except Exception as e:
+            log.debug("storing %s failed: %s", what, describe(e))
 
     def live_value(self, check_id: str) -> LatestValue | None:
         """The check's latest value as this process has it now (the store's row may be

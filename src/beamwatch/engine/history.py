@@ -10,6 +10,7 @@ the last): data, so that replay never has to read them back out of messages.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,7 @@ class MinuteHistory:
         # connected at the end of each check's last row: a minute with no sample at all
         # (Channel Access posts nothing while a PV is away) keeps the state it started in
         self._connected: dict[str, bool] = {}
+        self._scanned = -1  # the minute `take_sliced` last looked for minutes that are over
 
     def add(self, check_id: str, sample: Sample, now: float) -> None:
         minute = int(now // 60)
@@ -100,13 +102,33 @@ class MinuteHistory:
 
     def take(self, now: float, everything: bool = False) -> list[dict]:
         """Rows of minutes that are over (all open ones too with `everything`, at stop)."""
-        minute = int(now // 60)
-        for check_id, row in list(self._open.items()):
-            if everything or row.minute < minute:
-                self._close(check_id, row)
-                del self._open[check_id]
+        self._close_over(list(self._open.items()), int(now // 60), everything)
         out, self._closed = self._closed, []
         return out
+
+    async def take_sliced(self, now: float, everything: bool = False,
+                          step: int = 10_000) -> list[dict]:
+        """`take`, yielding to the event loop every `step` checks: closing 100k minutes
+        at once held the loop for most of a second (an HA lease renews on that loop).
+        Between the minute boundaries there is nothing to close and nothing is scanned."""
+        minute = int(now // 60)
+        if everything or minute > self._scanned:
+            self._scanned = minute
+            rows = list(self._open.items())
+            for start in range(0, len(rows), step):
+                if start:
+                    await asyncio.sleep(0)
+                self._close_over(rows[start:start + step], minute, everything)
+        out, self._closed = self._closed, []
+        return out
+
+    def _close_over(self, rows: list[tuple[str, _Minute]], minute: int,
+                    everything: bool) -> None:
+        for check_id, row in rows:
+            # still open: `add` may have closed and replaced it while take_sliced yielded
+            if self._open.get(check_id) is row and (everything or row.minute < minute):
+                self._close(check_id, row)
+                del self._open[check_id]
 
     def unstored(self, check_id: str) -> list[dict]:
         """The check's minutes not in the store yet, the current one included: what a

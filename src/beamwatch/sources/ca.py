@@ -46,6 +46,7 @@ else:
 
 log = logging.getLogger("beamwatch.sources.ca")
 
+OPEN_STEP = 10_000  # channels created between looks at the event loop
 _SEVERITIES = (Severity.OK, Severity.MINOR, Severity.MAJOR, Severity.INVALID)
 
 # The addr list a CaSource wrote into the environment (None: none did yet).
@@ -228,8 +229,11 @@ class CaSource(Subscriptions):
         self._monitors = libca.Monitors(self._loop, self._on_events, self.all_updates)
         self._sink = sink
         self._started = time.monotonic()
-        for pv in self._pvs.values():
-            self._open(pv)
+        for i, pv in enumerate(list(self._pvs.values())):
+            if i and not i % OPEN_STEP:  # 100k channels held the loop (the lease's) ~1 s
+                await asyncio.sleep(0)
+            if self._pvs.get(pv.address) is pv and pv.handle is None and self._sink:
+                self._open(pv)
         log.info("%d PVs subscribed in %.2f s", len(self._pvs), time.monotonic() - self._started)
 
     async def stop(self) -> None:
