@@ -9,6 +9,7 @@ more than the checks themselves.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -18,6 +19,8 @@ from ..model import Sample
 log = logging.getLogger("beamwatch.sources")
 
 Sink = Callable[[list[Sample]], None]
+
+HAND_OVER = 10_000  # kept samples a warm source hands to the engine per loop turn
 
 
 class Source(Protocol):
@@ -95,15 +98,25 @@ class Subscriptions(Batches):
             for sample in batch:
                 kept[sample.address] = sample
 
-    def _take_over(self, sink: Sink) -> bool:
+    async def _take_over(self, sink: Sink) -> bool:
         """For `start` of a warmed-up source: `sink` gets what was kept, then the rest as
-        it comes; True when that was the case (the source is running already)."""
-        if self._sink is None or self._sink != self._keep:
+        it comes; True when that was the case (the source is running already).
+
+        What was kept goes over HAND_OVER samples at a time, yielding to the loop between
+        (100k samples judged at once held the new leader's loop, and its first lease
+        renewal, for a second). Samples that arrive meanwhile are kept too, newest per
+        address, so nothing older reaches the sink after something newer."""
+        kept = self._kept
+        if self._sink is None or self._sink != self._keep or kept is None:
             return False
-        kept, self._kept = self._kept or {}, None
-        self._sink = sink
-        self._batch[:0] = list(kept.values())  # older than anything still batched
-        self._flush()
+        while kept and self._sink == self._keep:
+            chunk = list(itertools.islice(kept.items(), HAND_OVER))
+            for address, _ in chunk:
+                del kept[address]
+            sink([sample for _, sample in chunk])
+            await asyncio.sleep(0)
+        if self._sink == self._keep:  # not stopped meanwhile
+            self._kept, self._sink = None, sink
         return True
 
     def _open(self, pv: Any) -> None:

@@ -163,7 +163,7 @@ class PvaSource(Subscriptions):
     # --- the Source interface ---------------------------------------------------------
 
     async def start(self, sink: Sink) -> None:
-        if self._take_over(sink):  # connected while standing by (warm)
+        if await self._take_over(sink):  # connected while standing by (warm)
             return
         if self._sink is not None:
             raise RuntimeError(f"source '{self.name}' is already started")

@@ -1,0 +1,69 @@
+"""A warm standby's source hands what it kept to the engine when it takes over: in
+slices (100k samples at once held the new leader's loop), oldest never after newest."""
+
+import asyncio
+
+from beamwatch.model import Sample
+from beamwatch.sources import base
+from beamwatch.sources.base import Subscriptions
+
+
+class Warmable(Subscriptions):
+    """The base's warm/take-over logic, with no backend: tests push samples into the
+    sink the source would call."""
+
+    _pv_class = str
+
+    def __init__(self):
+        self.name, self._pvs, self._batch = "fake", {}, []
+        self._sink, self._flush_handle, self.batches = None, None, 0
+
+    async def start(self, sink):
+        if await self._take_over(sink):
+            return
+        self._sink = sink
+
+    def _open(self, pv):
+        pass
+
+    def _close(self, pv):
+        pass
+
+    def arrive(self, address: str, value: float) -> None:
+        self._sink([Sample(address, value, value, value)])
+
+
+async def test_kept_samples_go_over_in_slices_and_newer_ones_after_them(monkeypatch):
+    monkeypatch.setattr(base, "HAND_OVER", 3)
+    source = Warmable()
+    await source.warm()
+    for i in range(8):
+        source.arrive(f"pv{i}", 1.0)
+    source.arrive("pv0", 2.0)  # only the newest of a PV is kept
+    batches: list[list[tuple[str, float]]] = []
+    taking_over = asyncio.ensure_future(
+        source.start(lambda b: batches.append([(s.address, s.value) for s in b])))
+    await asyncio.sleep(0)  # the first slice has gone over
+    assert batches == [[("pv0", 2.0), ("pv1", 1.0), ("pv2", 1.0)]]
+    source.arrive("pv1", 3.0)  # newer than what went over: goes after it
+    source.arrive("pv7", 3.0)  # newer than what is still kept: replaces it
+    await taking_over
+    source.arrive("pv5", 4.0)  # running: straight to the sink
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    delivered = [s for b in batches for s in b]
+    assert delivered[3:] == [("pv3", 1.0), ("pv4", 1.0), ("pv5", 1.0), ("pv6", 1.0),
+                             ("pv7", 3.0), ("pv1", 3.0), ("pv5", 4.0)]
+
+
+async def test_a_source_stopped_during_the_hand_over_stays_stopped(monkeypatch):
+    monkeypatch.setattr(base, "HAND_OVER", 1)
+    source = Warmable()
+    await source.warm()
+    for i in range(3):
+        source.arrive(f"pv{i}", 1.0)
+    got = []
+    taking_over = asyncio.ensure_future(source.start(got.extend))
+    await asyncio.sleep(0)
+    source._close_all()  # what stop() does
+    await taking_over
+    assert len(got) == 1 and source._sink is None
