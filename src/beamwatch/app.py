@@ -44,7 +44,8 @@ log = logging.getLogger("beamwatch")
 TICK = 1.0  # seconds: delays, staleness and commands are handled at this granularity
 VALUES_EVERY = 2.0  # latest values for `status`
 BEAT_EVERY = 5.0
-PURGE_EVERY = 3600.0
+PURGE_EVERY = 3600.0  # at most; a short retention is purged more often (purge_every)
+PURGE_FIRST = 60.0  # after taking the lead: an instance restarted within the hour purges too
 SERVICE_GRACE = 5.0  # seconds a service (the HTTP server) gets to finish at stop
 # how `App.run` ended: stopped (SIGTERM); the lease lost to the other instance; or the
 # start as leader failed (the caller starts the instance again, as the standby)
@@ -195,7 +196,8 @@ class App:
                        asyncio.create_task(self._every(TICK, self._tick)),
                        asyncio.create_task(self.worker.run(self._stop)),
                        asyncio.create_task(self._every(VALUES_EVERY, self.engine.flush_values)),
-                       asyncio.create_task(self._every(PURGE_EVERY, self._purge)),
+                       asyncio.create_task(self._every(purge_every(self.config.storage.retention),
+                                                       self._purge, first=PURGE_FIRST)),
                        asyncio.create_task(self._every(ONCALL_EVERY, self._publish_oncall)),
                        asyncio.create_task(self.calendars.run(self._stop)),  # off the loop
                        *self.monitor.tasks()]
@@ -421,10 +423,12 @@ class App:
         asyncio.ensure_future(old_registry.aclose())
         log.warning("config reloaded: %s", {k: len(v) for k, v in report.items()})
 
-    async def _every(self, period: float, fn: Callable) -> None:
+    async def _every(self, period: float, fn: Callable, first: float | None = None) -> None:
         failing = False
+        wait = period if first is None else first
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(wait)
+            wait = period
             try:
                 result = fn()
                 if asyncio.iscoroutine(result):
@@ -510,13 +514,23 @@ class App:
 
     async def _purge(self) -> None:
         before = self.clock.now() - self.config.storage.retention
-        done = await self.engine.write(self.store.purge, before)
+        done = await self.engine.write(self.store.purge, before, False)
+        # a minute of history per writer job: alarms are stored between them
+        while n := await self.engine.write(self.store.purge_history_minute, before):
+            done["value_history"] += n
         done.update(await self.engine.write(self.noise_store.purge, before))
         done["audit"] = await self.engine.write(AuditLog(self.store).purge, before)
         done["instances"] = await self.engine.write(self.store.forget_instances,
                                                     self.clock.now() - 86400)
         if any(done.values()):
             log.info("retention purge", extra=done)
+
+
+def purge_every(retention: float) -> float:
+    """How often rows past the retention are deleted: a quarter of it, between a minute
+    and an hour (7 days: hourly; 10 minutes: every 150 s, so the store stops growing
+    within about 1.25 times the retention)."""
+    return min(PURGE_EVERY, max(60.0, retention / 4))
 
 
 def _store_of(config: Config) -> tuple:

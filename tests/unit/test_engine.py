@@ -263,6 +263,28 @@ async def test_retention_purges_old_log_rows_only(setup):
     await engine.stop()
 
 
+async def test_history_is_purged_a_minute_at_a_time_and_newer_minutes_stay(setup):
+    from beamwatch.app import purge_every
+
+    config, store, source, clock = setup
+    clock.t = 1_790_000_040.0
+    engine = await start(config, store, source, clock)
+    for _ in range(4):  # four minutes of history for two checks
+        source.push("BL04I-MO-DCM-01:TEMP1", 100.0)
+        source.push("SR-DI-DCCT-01:SIGNAL", 300.0)
+        clock.advance(60)
+    await engine.flush_values()
+    before = clock.t - 120  # the first two minutes are older
+    deleted = []
+    while n := store.purge_history_minute(before):
+        deleted.append(n)
+    assert deleted == [2, 2]
+    assert len(store.history("dcm-temp", since=clock.t - 3600)) == 2
+    await engine.stop()
+    # how often: a quarter of the retention, between a minute and an hour
+    assert [purge_every(s) for s in (7 * 86400, 600, 60)] == [3600, 150, 60]
+
+
 def test_status_worst_first_and_ack_without_an_engine_is_queued(setup):
     config, store, source, clock = setup
 
