@@ -515,8 +515,8 @@ class App:
     async def _purge(self) -> None:
         before = self.clock.now() - self.config.storage.retention
         done = await self.engine.write(self.store.purge, before, False)
-        # a minute of history per writer job: alarms are stored between them
-        while n := await self.engine.write(self.store.purge_history_minute, before):
+        # history in short writer jobs: alarms are stored between them
+        while n := await self.engine.write(self.store.purge_history, before):
             done["value_history"] += n
         done.update(await self.engine.write(self.noise_store.purge, before))
         done["audit"] = await self.engine.write(AuditLog(self.store).purge, before)

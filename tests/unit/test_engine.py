@@ -263,7 +263,7 @@ async def test_retention_purges_old_log_rows_only(setup):
     await engine.stop()
 
 
-async def test_history_is_purged_a_minute_at_a_time_and_newer_minutes_stay(setup):
+async def test_history_is_purged_in_short_steps_and_newer_minutes_stay(setup):
     from beamwatch.app import purge_every
 
     config, store, source, clock = setup
@@ -276,9 +276,14 @@ async def test_history_is_purged_a_minute_at_a_time_and_newer_minutes_stay(setup
     await engine.flush_values()
     before = clock.t - 120  # the first two minutes are older
     deleted = []
-    while n := store.purge_history_minute(before):
+    while n := store.purge_history(before, limit=3):
         deleted.append(n)
-    assert deleted == [2, 2]
+    assert deleted == [2, 2]  # a minute at a time...
+    store.save_history([dict(r, minute=r["minute"] - 10) for cid in ("dcm-temp", "ring-current")
+                        for r in store.history(cid, since=0)])  # two old minutes again
+    while n := store.purge_history(before, limit=1):
+        deleted.append(n)
+    assert deleted == [2, 2, 1, 1, 1, 1]  # ... and at most `limit` rows
     assert len(store.history("dcm-temp", since=clock.t - 3600)) == 2
     await engine.stop()
     # how often: a quarter of the retention, between a minute and an hour

@@ -45,14 +45,33 @@ async def test_kept_samples_go_over_in_slices_and_newer_ones_after_them(monkeypa
         source.start(lambda b: batches.append([(s.address, s.value) for s in b])))
     await asyncio.sleep(0)  # the first slice has gone over
     assert batches == [[("pv0", 2.0), ("pv1", 1.0), ("pv2", 1.0)]]
-    source.arrive("pv1", 3.0)  # newer than what went over: goes after it
+    source.arrive("pv1", 3.0)  # newer than what went over: straight on, after it
     source.arrive("pv7", 3.0)  # newer than what is still kept: replaces it
     await taking_over
     source.arrive("pv5", 4.0)  # running: straight to the sink
-    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert [len(b) for b in batches] == [3, 1, 3, 2, 1]
     delivered = [s for b in batches for s in b]
-    assert delivered[3:] == [("pv3", 1.0), ("pv4", 1.0), ("pv5", 1.0), ("pv6", 1.0),
-                             ("pv7", 3.0), ("pv1", 3.0), ("pv5", 4.0)]
+    assert delivered[3:] == [("pv1", 3.0), ("pv3", 1.0), ("pv4", 1.0), ("pv5", 1.0),
+                             ("pv6", 1.0), ("pv7", 3.0), ("pv5", 4.0)]
+
+
+async def test_a_failing_sink_does_not_stop_the_take_over(monkeypatch):
+    monkeypatch.setattr(base, "HAND_OVER", 2)
+    source = Warmable()
+    await source.warm()
+    for i in range(4):
+        source.arrive(f"pv{i}", 1.0)
+    got = []
+
+    def sink(batch):
+        if not got:
+            got.append(None)
+            raise RuntimeError("a bug in a check")
+        got.extend(s.address for s in batch)
+
+    await source.start(sink)
+    source.arrive("pv9", 2.0)
+    assert got == [None, "pv2", "pv3", "pv9"]
 
 
 async def test_a_source_stopped_during_the_hand_over_stays_stopped(monkeypatch):

@@ -542,6 +542,8 @@ class Engine:
         third of the engine's CPU (decision 0013). This process's own API reads values
         live (`live_value`); other readers see them that fresh."""
         now = self.clock.now()
+        # first, as it yields: a cancel there must find no check marked stored
+        rows = await self.history.take_sliced(now, everything=final)
         refresh = max(VALUE_REFRESH, len(self.runtimes) / REFRESH_ROWS)
         latest, written = [], []
         for rt in self.runtimes.values():
@@ -555,7 +557,6 @@ class Engine:
             rt.stored, rt.stored_at = key, now
             latest.append(self._latest(rt))
             written.append(rt)
-        rows = await self.history.take_sliced(now, everything=final)
         try:
             await self._store_chunks(self.store.save_latest, latest, "latest values")
             await self._store_chunks(self.store.save_history, rows, "history")

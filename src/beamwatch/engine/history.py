@@ -113,12 +113,12 @@ class MinuteHistory:
         Between the minute boundaries there is nothing to close and nothing is scanned."""
         minute = int(now // 60)
         if everything or minute > self._scanned:
-            self._scanned = minute
             rows = list(self._open.items())
             for start in range(0, len(rows), step):
                 if start:
                     await asyncio.sleep(0)
                 self._close_over(rows[start:start + step], minute, everything)
+            self._scanned = minute  # only once all is closed (a cancel scans again)
         out, self._closed = self._closed, []
         return out
 

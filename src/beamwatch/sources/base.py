@@ -68,6 +68,9 @@ class Batches:
         sink = self._sink
         if sink is None or not batch:
             return
+        self._deliver(sink, batch)
+
+    def _deliver(self, sink: Sink, batch: list[Sample]) -> None:
         self.batches += 1
         try:
             sink(batch)
@@ -104,19 +107,32 @@ class Subscriptions(Batches):
 
         What was kept goes over HAND_OVER samples at a time, yielding to the loop between
         (100k samples judged at once held the new leader's loop, and its first lease
-        renewal, for a second). Samples that arrive meanwhile are kept too, newest per
-        address, so nothing older reaches the sink after something newer."""
+        renewal, for a second). Meanwhile a new sample of a PV still waiting replaces
+        the kept one (nothing older follows it), and any other goes straight on."""
         kept = self._kept
         if self._sink is None or self._sink != self._keep or kept is None:
             return False
-        while kept and self._sink == self._keep:
+        self._kept = None
+
+        def handing_over(batch: list[Sample]) -> None:
+            rest = []
+            for sample in batch:
+                if sample.address in kept:
+                    kept[sample.address] = sample
+                else:
+                    rest.append(sample)
+            if rest:
+                sink(rest)
+
+        self._sink = handing_over
+        while kept and self._sink is handing_over:  # at most len(kept) / HAND_OVER turns
             chunk = list(itertools.islice(kept.items(), HAND_OVER))
             for address, _ in chunk:
                 del kept[address]
-            sink([sample for _, sample in chunk])
+            self._deliver(sink, [sample for _, sample in chunk])
             await asyncio.sleep(0)
-        if self._sink == self._keep:  # not stopped meanwhile
-            self._kept, self._sink = None, sink
+        if self._sink is handing_over:  # not stopped meanwhile
+            self._sink = sink
         return True
 
     def _open(self, pv: Any) -> None:

@@ -394,7 +394,7 @@ class Store:
         does every row of an incident not over by `before` (still open, resolved since,
         or with notifications undelivered): its ack or resolve must still find who was
         told, and a restart which incidents were paged. `history=False` leaves the
-        value history to `purge_history_minute`."""
+        value history to `purge_history`."""
         with self.engine.begin() as conn:
             done = {
                 "transitions": conn.execute(
@@ -415,17 +415,20 @@ class Store:
             }
         return done
 
-    def purge_history_minute(self, before: float) -> int:
-        """Delete the oldest stored minute of value history if it is older than `before`;
-        the rows deleted (0: nothing left to purge). One minute per transaction: an
-        hour of 100k checks is 6M rows, and one DELETE of them held the engine's writer
-        thread, and every alarm waiting to be stored behind it, for a minute."""
+    def purge_history(self, before: float, limit: int = 2000) -> int:
+        """Delete up to `limit` rows of the oldest stored minute of value history if it is
+        older than `before`; the rows deleted (0: nothing left to purge). Short
+        transactions: an hour of 100k checks is 6M rows, and one DELETE of them held the
+        engine's writer thread, and every alarm waiting to be stored behind it."""
         vh = t.value_history
         with self.engine.begin() as conn:
             oldest = conn.execute(select(func.min(vh.c.minute))).scalar()
             if oldest is None or oldest >= int(before // 60):
                 return 0
-            return max(1, conn.execute(delete(vh).where(vh.c.minute == oldest)).rowcount)
+            some = (select(vh.c.check_id).where(vh.c.minute == oldest).limit(limit)
+                    .scalar_subquery())
+            return max(1, conn.execute(delete(vh).where(
+                vh.c.minute == oldest, vh.c.check_id.in_(some))).rowcount)
 
     # -- commands from front ends to the running engine -------------------------------
 
