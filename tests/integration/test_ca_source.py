@@ -239,6 +239,29 @@ async def test_updates_arrive_in_batches(ioc: Ioc, source) -> None:
     assert src.stats()["batches"] == calls
 
 
+async def test_a_big_start_yields_and_a_change_meanwhile_holds(
+        ioc: Ioc, source, monkeypatch) -> None:
+    """100k channels are opened a slice at a time, the loop running between: a PV
+    unsubscribed meanwhile is never opened, one subscribed meanwhile is opened once."""
+    from beamwatch.sources import ca
+
+    monkeypatch.setattr(ca, "OPEN_STEP", 2)
+    pvs = [ioc.pv(f"n{i}") for i in range(6)]
+    src, rec = source(), Recorder()
+    src.subscribe(pvs)
+    starting = asyncio.ensure_future(src.start(rec))
+    await asyncio.sleep(0)  # the first slice is open
+    assert not starting.done()
+    src.unsubscribe([pvs[4]])
+    src.subscribe([ioc.pv("n6")])
+    await starting
+    wanted = [*pvs[:4], pvs[5], ioc.pv("n6")]
+    for pv in wanted:
+        await rec.wait_for(lambda s, pv=pv: s.address == pv)
+    assert not rec.of(pvs[4])
+    assert src.stats()["subscribed"] == 6 and src.connected_count == 6
+
+
 async def test_stop_delivers_nothing_more(ioc: Ioc, source) -> None:
     pv = ioc.pv("tick")
     src, rec = source(), Recorder()
