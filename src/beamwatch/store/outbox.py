@@ -160,7 +160,11 @@ class Outbox:
                next_attempt_at: float | None = None, ref: Any = None,
                count_attempt: bool = True, conn: Connection | None = None) -> None:
         """Record one attempt's outcome for each row (a grouped message covers several);
-        inside `conn`'s transaction when given, so what follows from it commits with it."""
+        inside `conn`'s transaction when given, so what follows from it commits with it.
+        Not limited to this worker's claim, on purpose: it records a send that happened.
+        Whether to send was decided by `hold` (fenced, claim still ours); a row another
+        worker took since is being sent again anyway (decision 0006's one window), and
+        recording this send is what stops a third."""
         if conn is None:
             with self.store.engine.begin() as c:
                 self.finish(ids, now, status=status, detail=detail, ok=ok, retry=retry,
