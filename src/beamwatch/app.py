@@ -269,8 +269,9 @@ class App:
         if source is None or not hasattr(source, "restore"):
             return
         latest = await asyncio.to_thread(self.store.latest)
+        hearts = {c.id for c in self.config.checks if c.heartbeat is not None}
         beats = {cid: v.time - float(v.value) for cid, v in latest.items()
-                 if v.connected and isinstance(v.value, int | float)}
+                 if cid in hearts and v.connected and isinstance(v.value, int | float)}
         alarming = {cid for cid in beats
                     if (state := self.engine.state_of(cid)) is not None and state.active}
         source.restore(beats, alarming)

@@ -159,3 +159,48 @@ async def test_healthz(source):
         r = await http.get("/healthz")
         assert r.status_code == 503
         assert r.json() == {"status": "unhealthy", "reason": "store failing"}
+
+
+def test_a_beat_finds_a_check_added_by_a_reload():
+    """check() is indexed by id: the index follows a config whose checks changed."""
+    source = HeartbeatSource("heartbeat", CONFIG, FakeClock())
+    assert source.receive("late", None, None) is Beat.UNKNOWN
+    late = CheckConfig.model_validate({"id": "late", "heartbeat": "1m"})
+    source.reconfigure(CONFIG.model_copy(update={"checks": [*CONFIG.checks, late]}))
+    assert source.receive("late", None, None) is Beat.ACCEPTED
+    assert CONFIG.check("open").heartbeat is not None
+    with pytest.raises(KeyError):
+        CONFIG.check("late")  # the first config is unchanged
+
+
+async def test_a_restart_takes_back_the_last_beat_of_heartbeat_checks_only(tmp_path):
+    """From the store's latest values (the age at its time): a PV check's value is no
+    beat (with 100k of them, looking each up in the config took hours)."""
+    from beamwatch.app import App
+    from beamwatch.config import load_config
+    from beamwatch.sources.soft import SoftSource
+    from beamwatch.store import Store
+    from beamwatch.store.store import LatestValue
+
+    path = tmp_path / "bw.yaml"
+    path.write_text(f"""
+beamline: T
+storage: {{url: "sqlite:///{tmp_path / 'bw.db'}"}}
+checks:
+  - {{id: collector, heartbeat: 10m}}
+  - {{id: vac, pv: "X:P", above: {{major: 1}}}}
+""")
+    clock = FakeClock()
+    store = Store(f"sqlite:///{tmp_path / 'bw.db'}")
+    now = clock.now()
+    store.save_latest([LatestValue("collector", now - 10, 20.0, Severity.OK, True, None, ""),
+                       LatestValue("vac", now - 10, 0.5, Severity.OK, True, None, "")])
+    store.close()
+    config = load_config(path)
+    hearts = HeartbeatSource("heartbeat", config, clock)
+    app = App(path, clock, {"ca": SoftSource("ca", clock), "heartbeat": hearts}, config=config)
+    await app.start()
+    try:
+        assert hearts.last == {"collector": (now - 30, None)}
+    finally:
+        await app.close()

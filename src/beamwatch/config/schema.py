@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationInfo,
     field_validator,
@@ -1074,6 +1075,7 @@ class Config(Strict):
     slack: SlackConfig | None = None  # the Slack bot (beamwatch.slack), run by `beamwatch run`
     digest: DigestConfig | None = None  # a daily summary (paging/digest.py)
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()  # alerts in (alert: checks)
+    _index: tuple[list, dict] | None = PrivateAttr(default=None)  # check(): by id
 
     @field_validator("timezone")
     @classmethod
@@ -1081,10 +1083,16 @@ class Config(Strict):
         return _check_tz(v)
 
     def check(self, check_id: str) -> CheckConfig:
-        for c in self.checks:
-            if c.id == check_id:
-                return c
-        raise KeyError(check_id)
+        """The check with this id (KeyError if none): from an index of `checks`, built
+        again when the list is another (a model_copy with new checks). A scan per call
+        was quadratic at start-up with 100k checks (the heartbeats' restore: hours)."""
+        index = self._index
+        if index is None or index[0] is not self.checks:
+            index = self._index = (self.checks, {c.id: c for c in reversed(self.checks)})
+        try:
+            return index[1][check_id]
+        except KeyError:
+            raise KeyError(check_id) from None
 
     @property
     def check_ids(self) -> list[str]:

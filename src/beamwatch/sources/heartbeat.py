@@ -64,7 +64,10 @@ def judge(config: Config, check_id: str, token: str | None) -> Beat:
 
 
 def _find(config: Config, check_id: str) -> CheckConfig | None:
-    return next((c for c in config.checks if c.id == check_id), None)
+    try:
+        return config.check(check_id)
+    except KeyError:
+        return None
 
 
 class HeartbeatSource:
