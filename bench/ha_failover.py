@@ -77,7 +77,8 @@ class Receiver:
         return len(ids) - len(set(ids))
 
 
-def one_round(pair: Pair, receiver: Receiver, n: int, freeze: bool, settle: float = 3) -> dict:
+def one_round(pair: Pair, receiver: Receiver, n: int, freeze: bool, settle: float = 3,
+              restart: float = 60) -> dict:
     wait_for(lambda: pair.holder() is not None, 60, "a leader")  # after a hand-over
     leader = pair.member(pair.holder())
     check = n % CHECKS + 1
@@ -99,16 +100,21 @@ def one_round(pair: Pair, receiver: Receiver, n: int, freeze: bool, settle: floa
     time.sleep(3)  # a duplicate would have come by now
     pages = len(receiver.alarms(f"temp-{check}", t0))
     pair.set(check, 1)
+    result = {"round": n, "how": "freeze" if freeze else "kill", "killed": leader.name,
+              "check": f"temp-{check}", "seconds_to_page": paged, "pages": pages}
     if not freeze:
         leader.start()
-        wait_for(lambda: pair.roles_in_store().get(leader.name) == "standby", 60 + settle,
-                 "standing by")
+        t1 = time.monotonic()
+        try:
+            wait_for(lambda: pair.roles_in_store().get(leader.name) == "standby", restart,
+                     "standing by")
+            result["seconds_to_stand_by_again"] = round(time.monotonic() - t1, 1)
+        except AssertionError:  # recorded; the next round kills whoever leads then
+            result["seconds_to_stand_by_again"] = None
     time.sleep(settle)  # the resolve goes out (and a warm standby connects) before the next
-    return {"round": n, "how": "freeze" if freeze else "kill", "killed": leader.name,
-            "check": f"temp-{check}", "seconds_to_page": paged, "pages": pages,
-            # the survivor should lead still: a loaded leader that missed its renewals
-            # hands over by itself (no page is lost, but the pair is not at ease)
-            "leads_after": pair.holder()}
+    # the survivor should lead still: a loaded leader that missed its renewals hands
+    # over by itself (no page is lost, but the pair is not at ease)
+    return {**result, "leads_after": pair.holder()}
 
 
 def summary(rounds: list[dict], receiver: Receiver) -> dict:
@@ -165,7 +171,9 @@ def main() -> None:
         time.sleep(args.settle)  # the standby connects (warm) before the first kill
         plan = [False] * args.kills + [True] * args.freezes
         for n, freeze in enumerate(plan):
-            rounds.append(one_round(pair, receiver, n, freeze, args.settle))
+            # a killed member of 100k checks needs minutes to start here (config, checks)
+            rounds.append(one_round(pair, receiver, n, freeze, args.settle,
+                                    restart=max(60.0, args.background / 500) + args.settle))
             r = rounds[-1]
             print(f"round {n + 1}/{len(plan)} {r['how']} {r['killed']}: paged in "
                   f"{r['seconds_to_page']} s, {r['pages']} page(s)", flush=True)
