@@ -10,6 +10,10 @@ import pytest  # noqa: E402
 # thread, sometimes after pytest has closed the captured stream: a "Logging error"
 # traceback in the output that is no failure. Its warnings and errors still show.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
+# The same for werkzeug (pytest-httpserver's server): it logs each request at INFO from
+# its thread through a stderr handler of its own, made while a test's stream was
+# captured; a slow request that ends after its test wrote to that closed stream.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 @pytest.fixture
