@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -136,6 +137,15 @@ def lease_troubles(pair: Pair, rounds: int) -> dict:
             "expired_beyond_the_rounds": logs.count("lease has expired; taking over") - rounds}
 
 
+def takeovers(pair: Pair) -> list[dict]:
+    """Each new leader's start, step by step (seconds), from its `running` log line."""
+    out = []
+    for line in (pair.a.log() + pair.b.log()).splitlines():
+        if " msg=running " in line and " level=warning " in line:
+            out.append({k[:-2]: float(v) for k, v in re.findall(r"(\w+_s)=([\d.]+)", line)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=20)
@@ -197,6 +207,7 @@ def main() -> None:
               "freezes_30s": summary(freezes, receiver) if freezes else None,
               "unplanned_handovers": sum(r["leads_after"] == r["killed"] for r in rounds),
               "lease_troubles": lease_troubles(pair, len(rounds)),
+              "takeover_start_s": takeovers(pair),
               "rounds": rounds}
     out = Path(args.out)
     runs = json.loads(out.read_text()) if out.exists() else []
@@ -204,7 +215,8 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(runs + [result], indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("standby", "background_pvs", "kills", "freezes_30s",
-                                              "unplanned_handovers", "lease_troubles")},
+                                              "unplanned_handovers", "lease_troubles",
+                                              "takeover_start_s")},
                      indent=1))
 
 

@@ -7,6 +7,7 @@ import gc
 import importlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -71,6 +72,20 @@ SOURCE_CLASSES = {
 }
 
 
+class Laps:
+    """Seconds each step of a start took (wall clock): logged with `running`, so that a
+    slow takeover says where its time went."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
 def source_kind(config: Config, name: str) -> str:
     """The kind of a source name: a declared source's kind, or the built-in of that name."""
     declared = config.sources.get(name)
@@ -126,6 +141,7 @@ class App:
         self.started = self.clock.now()
         self._stood_by = False  # this instance waited as an HA standby before it led
         self.ready = asyncio.Event()  # set once it leads and has subscribed
+        self.start_laps: dict[str, float] = {}  # Laps of the last start
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._side: dict[str, asyncio.Task] = {}  # store reads beside the tick
@@ -198,9 +214,14 @@ class App:
                        asyncio.create_task(self._every(ONCALL_EVERY, self._publish_oncall)),
                        asyncio.create_task(self.calendars.run(self._stop)),  # off the loop
                        *self.monitor.tasks()]
-        log.info("running", extra={"checks": len(self.config.checks),
-                                   "beamline": self.config.beamline,
-                                   "instance": self.leadership.me.id})
+        # a takeover is news to whoever reads the log (quiet by default): when it watched
+        # again and where its seconds went
+        (log.warning if self._stood_by else log.info)(
+            "running", extra={"checks": len(self.config.checks),
+                              "beamline": self.config.beamline,
+                              "instance": self.leadership.me.id,
+                              "start_s": round(sum(self.start_laps.values()), 3),
+                              **{f"{step}_s": s for step, s in self.start_laps.items()}})
         await self._beat()
         await self._quietly(self._publish_oncall)  # never a reason not to start
         self.systemd.ready()
@@ -240,8 +261,10 @@ class App:
         if self.leadership.token is None and not await self.leadership.off_loop(
                 self.leadership.try_lead):
             raise RuntimeError(f"another instance leads: {self.leadership.leader}")
+        lap = Laps()
         if self._stood_by:  # the checks were built at __init__: the leader changed them since
             await self.engine.write(self.engine.restore_states)
+            lap("states")
         now = self.clock.now()
         incidents = await self.engine.write(self.noise_store.open_incidents)
         last = await self.engine.write(self.store.last_incidents)
@@ -249,13 +272,19 @@ class App:
         paged = await self.engine.write(self.worker.outbox.paged, ids)
         self.engine.queue(self.decider.restore(incidents, paged, now, last))
         await self.engine.write(self.decider.notes.resume, self.store)  # no re-announcing
+        lap("incidents")
         await self.sync_overlays()
         await self.sync_noise()
         await self.apply_commands()  # queued while no engine ran: on the state people saw
+        lap("noise")
         await self._restore_beats()
         await self._restore_alerts()
+        lap("beats")
         await self.engine.start()
+        lap("sources")
         await self.engine.flush()
+        lap("first_flush")
+        self.start_laps = lap.laps
         self.ready.set()
 
     async def _restore_beats(self) -> None:

@@ -93,6 +93,36 @@ async def test_expression_reads_other_check_and_latch_survives_restart(setup):
     assert reasons == ["evaluation", "evaluation", "ack"]
 
 
+CHECKS = ("ring-current", "fe-shutter", "dcm-temp")
+
+
+async def test_a_standby_takes_the_leaders_states_into_the_checks_it_built(setup):
+    config, store, source, clock = setup
+    standby = Engine(config, {"ca": SoftSource("ca", clock)}, store, clock)
+    built = {cid: rt.check for cid, rt in standby.runtimes.items()}
+    leader = await start(config, store, source, clock)
+    source.push("SR-DI-DCCT-01:SIGNAL", 300.0)
+    source.push("FE04I-PS-SHTR-01:STA", "Closed")  # latched MAJOR
+    await leader.flush()
+    clock.advance(600)  # the standby's own start is long past
+
+    standby.restore_states()
+    assert {cid: rt.check for cid, rt in standby.runtimes.items()} == built
+    assert standby.state_of("fe-shutter").severity == Severity.MAJOR
+    await standby.start()
+    standby.sources["ca"].push("SR-DI-DCCT-01:SIGNAL", 300.0)
+    standby.sources["ca"].push("FE04I-PS-SHTR-01:STA", "Open")
+    clock.advance(9)  # within the grace after the takeover: dcm-temp has no value yet
+    standby.tick()
+    await standby.flush()
+    assert {cid: standby.state_of(cid).severity for cid in CHECKS} == {
+        "ring-current": Severity.OK, "fe-shutter": Severity.MAJOR, "dcm-temp": Severity.OK}
+    [tr] = standby.acknowledge("fe-shutter", "ana")  # the leader's latch, cleared here
+    assert (tr.old, tr.new) == (Severity.MAJOR, Severity.OK)
+    await standby.stop()
+    await leader.stop()
+
+
 async def test_stale_detected_on_tick_without_samples(setup):
     config, store, source, clock = setup
     engine = await start(config, store, source, clock)
