@@ -134,6 +134,7 @@ def lease_troubles(pair: Pair, rounds: int) -> dict:
     logs = pair.a.log() + pair.b.log()
     return {"renewal_failed": logs.count("cannot renew the lease"),
             "lost_to_the_other": logs.count("lost the lease to another"),
+            "renewed_late": logs.count("lease renewed late"),
             "expired_beyond_the_rounds": logs.count("lease has expired; taking over") - rounds}
 
 

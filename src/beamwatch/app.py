@@ -187,7 +187,11 @@ class App:
         # renewing from the first moment: a start that takes longer than the lease (10k
         # PVs to subscribe) must not hand the lease to the standby half-way
         keeper = asyncio.create_task(self.leadership.keep(self._stop))
-        self._tasks = [keeper]
+        # Sending from the first moment too: a fault the new leader judges while it still
+        # takes over 100k samples is paged as soon as it is stored, and what the old
+        # leader stored but never sent goes out at once (the outbox is all it reads).
+        sender = asyncio.create_task(self.worker.run(self._stop))
+        self._tasks = [keeper, sender]
         try:
             await self.start()
         except Exception as e:
@@ -205,9 +209,8 @@ class App:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
-        self._tasks = [keeper,
+        self._tasks = [keeper, sender,
                        asyncio.create_task(self._every(TICK, self._tick)),
-                       asyncio.create_task(self.worker.run(self._stop)),
                        asyncio.create_task(self._every(VALUES_EVERY, self.engine.flush_values)),
                        asyncio.create_task(self._every(purge_every(self.config.storage.retention),
                                                        self._purge, first=PURGE_FIRST)),
@@ -274,12 +277,14 @@ class App:
         await self.engine.write(self.decider.notes.resume, self.store)  # no re-announcing
         lap("incidents")
         await self.sync_overlays()
+        lap("overlays")
         await self.sync_noise()
-        await self.apply_commands()  # queued while no engine ran: on the state people saw
         lap("noise")
+        await self.apply_commands()  # queued while no engine ran: on the state people saw
+        lap("commands")
         await self._restore_beats()
-        await self._restore_alerts()
         lap("beats")
+        await self._restore_alerts()
         await self.engine.start()
         lap("sources")
         await self.engine.flush()
@@ -294,8 +299,8 @@ class App:
         source = self.sources.get("heartbeat")
         if source is None or not hasattr(source, "restore"):
             return
-        latest = await asyncio.to_thread(self.store.latest)
         hearts = {c.id for c in self.config.checks if c.heartbeat is not None}
+        latest = await asyncio.to_thread(self.store.latest, hearts)
         beats = {cid: v.time - float(v.value) for cid, v in latest.items()
                  if cid in hearts and v.connected and isinstance(v.value, int | float)}
         alarming = {cid for cid in beats

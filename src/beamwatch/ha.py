@@ -46,6 +46,9 @@ TTL = 5.0  # seconds a lease lasts without renewal
 RENEW = 1.0  # the leader renews this often (and retries this often when it fails)
 CONFIRM = 2.0  # an expired lease must stay unrenewed this long before a standby takes it
 LOOK = 1.0  # the standby looks at the lease this often
+# a renewal this far into the lease (from the last one) is logged: the leader came close
+# to losing it, and the log says whether its loop or the store held it up
+LATE = 0.6
 
 
 def _pid_space() -> str:
@@ -104,6 +107,7 @@ class Leadership:
         self._monotonic = monotonic
         self.token: int | None = None
         self.valid_until = 0.0  # monotonic: the lease is ours until then at least
+        self._renewed = 0.0  # monotonic: when the last renewal (or the taking) started
         self.since: float | None = None  # wall time we became the leader
         self._seen: tuple[int, int, float] | None = None  # (token, renewals, when) expired
         self.leader: Lease | None = None  # as last read, for status
@@ -154,6 +158,7 @@ class Leadership:
             self._seen = None
             return False
         self.token, self.valid_until, self.since = token, started + self.ttl, time.time()
+        self._renewed = started
         took_over = lease.holder is not None and lease.pid != self.me.pid
         (log.warning if took_over else log.info)(
             "this instance leads now", extra={"instance": self.me.id, "token": token,
@@ -211,7 +216,16 @@ class Leadership:
             self.token = None
             return False
         self.valid_until = started + self.ttl
+        self._late(started)
         return True
+
+    def _late(self, started: float) -> None:
+        since, took = started - self._renewed, self._monotonic() - started
+        self._renewed = started
+        if since + took > self.ttl * LATE:
+            log.warning("lease renewed late: the loop waited %.1f s to renew, the store "
+                        "took %.1f s (the lease lasts %.0f s)", since - self.renew_every,
+                        took, self.ttl, extra={"instance": self.me.id})
 
     async def keep(self, stop: asyncio.Event) -> None:
         """Renew every `renew` seconds; return when the lease is lost to another

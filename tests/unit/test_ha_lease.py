@@ -87,6 +87,19 @@ def test_a_leader_cut_off_from_the_store_renews_first_and_keeps_its_place(store,
     assert a.role == "leader"
 
 
+def test_a_renewal_that_came_close_to_the_end_of_the_lease_says_what_held_it(
+        store, clocks, caplog):
+    a = member(store, clocks, "ws1", 11)
+    a.try_lead()
+    clocks.advance(1)
+    assert a.refresh()
+    assert "renewed late" not in caplog.text
+    clocks.advance(3.5)  # the leader's loop was held: 2.5 s later than the 1 s it renews at
+    assert a.refresh()
+    [late] = [r.getMessage() for r in caplog.records if "renewed late" in r.getMessage()]
+    assert "the loop waited 2.5 s to renew, the store took 0.0 s" in late
+
+
 def test_a_released_lease_is_taken_at_once(store, clocks):
     a, b = member(store, clocks, "ws1", 11), member(store, clocks, "ws2", 22)
     a.try_lead()

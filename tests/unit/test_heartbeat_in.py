@@ -204,3 +204,20 @@ checks:
         assert hearts.last == {"collector": (now - 30, None)}
     finally:
         await app.close()
+
+
+def test_the_latest_values_of_some_checks_are_read_alone_in_slices(tmp_path):
+    """What a restart reads for its heartbeats: their rows only, more than one slice of
+    ids (SQLite limits bound values), none of the 100k others."""
+    from beamwatch.store import Store
+    from beamwatch.store.store import LatestValue
+
+    store = Store(f"sqlite:///{tmp_path / 'bw.db'}")
+    store.save_latest([LatestValue(f"c{i}", 100.0, float(i), Severity.OK, True, None, "")
+                       for i in range(3000)])
+    wanted = {f"c{i}" for i in range(0, 3000, 2)} | {"not-stored"}
+    got = store.latest(wanted)
+    assert set(got) == wanted - {"not-stored"}
+    assert got["c2998"].value == 2998.0
+    assert store.latest(set()) == {} and len(store.latest()) == 3000
+    store.close()

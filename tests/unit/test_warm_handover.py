@@ -33,12 +33,19 @@ class Warmable(Subscriptions):
         self._sink([Sample(address, value, value, value)])
 
 
-async def test_kept_samples_go_over_in_slices_and_newer_ones_after_them(monkeypatch):
-    monkeypatch.setattr(base, "HAND_OVER", 3)
+async def warm_with(kept: int, hand_over: int, monkeypatch) -> Warmable:
+    """A source standing by that kept one sample (1.0) of each of pv0 .. pv<kept-1>, and
+    hands over `hand_over` samples per loop turn."""
+    monkeypatch.setattr(base, "HAND_OVER", hand_over)
     source = Warmable()
     await source.warm()
-    for i in range(8):
+    for i in range(kept):
         source.arrive(f"pv{i}", 1.0)
+    return source
+
+
+async def test_kept_samples_go_over_in_slices_and_newer_ones_after_them(monkeypatch):
+    source = await warm_with(8, 3, monkeypatch)
     source.arrive("pv0", 2.0)  # only the newest of a PV is kept
     batches: list[list[tuple[str, float]]] = []
     taking_over = asyncio.ensure_future(
@@ -56,11 +63,7 @@ async def test_kept_samples_go_over_in_slices_and_newer_ones_after_them(monkeypa
 
 
 async def test_a_failing_sink_does_not_stop_the_take_over(monkeypatch):
-    monkeypatch.setattr(base, "HAND_OVER", 2)
-    source = Warmable()
-    await source.warm()
-    for i in range(4):
-        source.arrive(f"pv{i}", 1.0)
+    source = await warm_with(4, 2, monkeypatch)
     got = []
 
     def sink(batch):
@@ -75,11 +78,7 @@ async def test_a_failing_sink_does_not_stop_the_take_over(monkeypatch):
 
 
 async def test_a_source_stopped_during_the_hand_over_stays_stopped(monkeypatch):
-    monkeypatch.setattr(base, "HAND_OVER", 1)
-    source = Warmable()
-    await source.warm()
-    for i in range(3):
-        source.arrive(f"pv{i}", 1.0)
+    source = await warm_with(3, 1, monkeypatch)
     got = []
     taking_over = asyncio.ensure_future(source.start(got.extend))
     await asyncio.sleep(0)

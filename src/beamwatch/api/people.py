@@ -72,7 +72,7 @@ def target(config: Config, text: str) -> Target:
     elif word.lower() in ALL:
         return Target("all", "")
     groups = {c.group for c in config.checks}
-    if (not sep or kind == "check") and word in config.check_ids:
+    if (not sep or kind == "check") and config.has_check(word):
         return Target("check", word)
     if (not sep or kind == "group") and word in groups:
         return Target("group", word)

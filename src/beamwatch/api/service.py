@@ -188,7 +188,7 @@ def acknowledge(config: Config, store: Store, check_id: str, who: str,
     """Acknowledge a check's alarm. The command is only ever queued: the engine applies
     it, so its memory, the stored state and the announcement agree. Nothing here writes
     alarm state, because an engine that is merely slow would overwrite it unannounced."""
-    if check_id not in config.check_ids:
+    if not config.has_check(check_id):
         return CommandResult(False, f"unknown check '{check_id}'")
     now = time.time() if now is None else now
     result = _acknowledge(store, check_id, who, wait, now)
@@ -287,10 +287,10 @@ def incidents(store: Store) -> list[IncidentView]:
 
 def ack_target(config: Config, store: Store, text: str) -> str:
     """The check an `ack` is for: a check id as is, an incident id -> its root check."""
-    if text in config.check_ids:
+    if config.has_check(text):
         return text
     for view in incidents(store):
-        if view.id == text and view.root in config.check_ids:
+        if view.id == text and config.has_check(view.root):
             return view.root
     return text  # unknown: acknowledge() says so
 

@@ -1094,6 +1094,14 @@ class Config(Strict):
         except KeyError:
             raise KeyError(check_id) from None
 
+    def has_check(self, check_id: str) -> bool:
+        """Is there a check of this id (the index of `check`, not a list per call)?"""
+        try:
+            self.check(check_id)
+        except KeyError:
+            return False
+        return True
+
     @property
     def check_ids(self) -> list[str]:
         return [c.id for c in self.checks]

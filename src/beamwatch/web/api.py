@@ -91,7 +91,7 @@ def _since(text: str, tz: str, now: float) -> float:
 
 
 def _known(cfg: Config, check_id: str) -> None:
-    if check_id not in cfg.check_ids:
+    if not cfg.has_check(check_id):
         raise HTTPException(404, f"unknown check '{check_id[:100]}'"
                                  f"{noise_api._did_you_mean(check_id, cfg.check_ids)}")
 
