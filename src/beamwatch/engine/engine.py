@@ -470,6 +470,10 @@ class Engine:
                     self._queue(rt, transitions)
             except Exception as e:
                 self._contain(rt, e, now)
+        # What was judged since the last flush (a recovery just in) is decided before the
+        # decider's own tick settles held alarms: else a hold that ended in the second
+        # the fault cleared opened an incident for a fault already over, and paged it.
+        self.decide_pending()
         self.queue(self.decider.tick(now))
 
     def use(self, decider: Decider) -> None:
