@@ -107,7 +107,8 @@ class Leadership:
         self._monotonic = monotonic
         self.token: int | None = None
         self.valid_until = 0.0  # monotonic: the lease is ours until then at least
-        self._renewed = 0.0  # monotonic: when the last renewal (or the taking) started
+        # monotonic: when the last renewal (or the taking) started, and when it ended
+        self._renewed = self._renewed_end = 0.0
         self.since: float | None = None  # wall time we became the leader
         self._seen: tuple[int, int, float] | None = None  # (token, renewals, when) expired
         self.leader: Lease | None = None  # as last read, for status
@@ -158,7 +159,7 @@ class Leadership:
             self._seen = None
             return False
         self.token, self.valid_until, self.since = token, started + self.ttl, time.time()
-        self._renewed = started
+        self._renewed = self._renewed_end = started
         took_over = lease.holder is not None and lease.pid != self.me.pid
         (log.warning if took_over else log.info)(
             "this instance leads now", extra={"instance": self.me.id, "token": token,
@@ -220,12 +221,18 @@ class Leadership:
         return True
 
     def _late(self, started: float) -> None:
-        since, took = started - self._renewed, self._monotonic() - started
-        self._renewed = started
-        if since + took > self.ttl * LATE:
-            log.warning("lease renewed late: the loop waited %.1f s to renew, the store "
-                        "took %.1f s (the lease lasts %.0f s)", since - self.renew_every,
-                        took, self.ttl, extra={"instance": self.me.id})
+        """Log a renewal that came late into the lease: how long the loop was late to
+        ask (beyond `renew`), and how long the store took to answer, then and before."""
+        ended = self._monotonic()
+        into = ended - self._renewed  # the lease ran from the last renewal's start
+        loop = started - self._renewed_end - self.renew_every
+        before = self._renewed_end - self._renewed
+        self._renewed, self._renewed_end = started, ended
+        if into > self.ttl * LATE:
+            log.warning("lease renewed late, %.1f s into it: the loop was %.1f s late to "
+                        "renew, the store took %.1f s (and %.1f s the time before)", into,
+                        max(0.0, loop), ended - started, before,
+                        extra={"instance": self.me.id})
 
     async def keep(self, stop: asyncio.Event) -> None:
         """Renew every `renew` seconds; return when the lease is lost to another

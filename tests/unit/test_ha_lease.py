@@ -97,7 +97,19 @@ def test_a_renewal_that_came_close_to_the_end_of_the_lease_says_what_held_it(
     clocks.advance(3.5)  # the leader's loop was held: 2.5 s later than the 1 s it renews at
     assert a.refresh()
     [late] = [r.getMessage() for r in caplog.records if "renewed late" in r.getMessage()]
-    assert "the loop waited 2.5 s to renew, the store took 0.0 s" in late
+    assert "3.5 s into it: the loop was 2.5 s late to renew, the store took 0.0 s" in late
+
+    renew = a.leases.renew
+
+    def slow_store(*args):  # the UPDATE waited 2.8 s for a lock
+        clocks.advance(2.8)
+        return renew(*args)
+
+    a.leases.renew = slow_store
+    clocks.advance(1)
+    assert a.refresh()
+    late = [r.getMessage() for r in caplog.records if "renewed late" in r.getMessage()][-1]
+    assert "3.8 s into it: the loop was 0.0 s late to renew, the store took 2.8 s" in late
 
 
 def test_a_released_lease_is_taken_at_once(store, clocks):
