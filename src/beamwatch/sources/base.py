@@ -20,7 +20,7 @@ log = logging.getLogger("beamwatch.sources")
 
 Sink = Callable[[list[Sample]], None]
 
-HAND_OVER = 10_000  # kept samples a warm source hands to the engine per loop turn
+HAND_OVER = 2_500  # kept samples a warm source hands to the engine per loop turn
 
 
 class Source(Protocol):
