@@ -140,6 +140,9 @@ class Monitors:
     # (each judged in full) 20k took a second, and with a slice of channels opened in the
     # same loop turn the lease's renewal waited 5 s for its turn
     CHUNK = 5_000
+    # falling behind: each PV's newest value of this many queued events (at 10k PVs a
+    # chunk rarely holds a PV twice; merging over it alone would keep the whole backlog)
+    MERGE = 20_000
     POLL = 0.005  # seconds between looks at the hand-off while events keep coming
 
     def __init__(self, loop: asyncio.AbstractEventLoop,
@@ -222,12 +225,17 @@ class Monitors:
         # busy: look again after POLL instead of being woken per burst (a wake-up is a
         # write and a read on the loop's self-pipe, from libca's thread)
         self._woken = True
-        n = min(len(events), self.CHUNK)
-        chunk = [take() for _ in range(n)]
-        if events:  # more than a chunk: the rest as soon as the loop had its turn
-            self._loop.call_soon(self._drain)
+        if len(events) > self.CHUNK:  # behind: merge a wider window, hand over a chunk
+            chunk = [take() for _ in range(min(len(events), self.MERGE))]
             if not self.all_updates:
                 chunk = self._newest_only(chunk)
+            if len(chunk) > self.CHUNK:  # the rest goes first next time, in order
+                events.extendleft(reversed(chunk[self.CHUNK:]))
+                del chunk[self.CHUNK:]
+        else:
+            chunk = [take() for _ in range(len(events))]
+        if events:  # the rest as soon as the loop had its turn
+            self._loop.call_soon(self._drain)
         else:
             self._loop.call_later(self.POLL, self._drain)
         connected = [e[0] for e in chunk if e[1] == CONNECTED]
