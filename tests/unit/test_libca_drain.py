@@ -44,3 +44,12 @@ def test_keeping_up_every_update_is_handed_over(monitors):
     queue(m, "1a", "1b", "1c")
     m._drain()
     assert handed == [["1a", "1b", "1c"]] and m.merged == 0
+
+
+def test_with_all_updates_nothing_is_merged_and_a_callback_still_takes_one_chunk(monitors):
+    m, handed = monitors
+    m.all_updates = True
+    queue(m, "1a", "1b", "1c", "1d", "2a")
+    while m._events:
+        m._drain()
+    assert handed == [["1a", "1b", "1c"], ["1d", "2a"]] and m.merged == 0

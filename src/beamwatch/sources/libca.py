@@ -225,15 +225,14 @@ class Monitors:
         # busy: look again after POLL instead of being woken per burst (a wake-up is a
         # write and a read on the loop's self-pipe, from libca's thread)
         self._woken = True
-        if len(events) > self.CHUNK:  # behind: merge a wider window, hand over a chunk
-            chunk = [take() for _ in range(min(len(events), self.MERGE))]
-            if not self.all_updates:
-                chunk = self._newest_only(chunk)
+        if len(events) > self.CHUNK and not self.all_updates:
+            # behind: merge a wider window, hand over a chunk
+            chunk = self._newest_only([take() for _ in range(min(len(events), self.MERGE))])
             if len(chunk) > self.CHUNK:  # the rest goes first next time, in order
                 events.extendleft(reversed(chunk[self.CHUNK:]))
                 del chunk[self.CHUNK:]
         else:
-            chunk = [take() for _ in range(len(events))]
+            chunk = [take() for _ in range(min(len(events), self.CHUNK))]
         if events:  # the rest as soon as the loop had its turn
             self._loop.call_soon(self._drain)
         else:
