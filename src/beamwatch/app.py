@@ -305,7 +305,7 @@ class App:
         hearts = {c.id for c in self.config.checks if c.heartbeat is not None}
         latest = await asyncio.to_thread(self.store.latest, hearts)
         beats = {cid: v.time - float(v.value) for cid, v in latest.items()
-                 if cid in hearts and v.connected and isinstance(v.value, int | float)}
+                 if v.connected and isinstance(v.value, int | float)}
         alarming = {cid for cid in beats
                     if (state := self.engine.state_of(cid)) is not None and state.active}
         source.restore(beats, alarming)

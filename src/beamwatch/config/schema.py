@@ -1094,13 +1094,16 @@ class Config(Strict):
         except KeyError:
             raise KeyError(check_id) from None
 
-    def has_check(self, check_id: str) -> bool:
-        """Is there a check of this id (the index of `check`, not a list per call)?"""
+    def find_check(self, check_id: str) -> CheckConfig | None:
+        """The check with this id, or None (the index of `check`)."""
         try:
-            self.check(check_id)
+            return self.check(check_id)
         except KeyError:
-            return False
-        return True
+            return None
+
+    def has_check(self, check_id: str) -> bool:
+        """Is there a check of this id (the index, not a list of 100k ids per call)?"""
+        return self.find_check(check_id) is not None
 
     @property
     def check_ids(self) -> list[str]:

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Iterable
 
 from ..clock import Clock, SystemClock
-from ..config.schema import CheckConfig, Config
+from ..config.schema import Config
 from ..model import Sample
 from ..timefmt import format_duration
 from .base import Sink
@@ -51,7 +51,7 @@ class Beat(enum.Enum):
 def judge(config: Config, check_id: str, token: str | None) -> Beat:
     """May this beat be recorded: the check exists, takes heartbeats, and the bearer
     token is the check's (compared in constant time), when it has one."""
-    check = _find(config, check_id)
+    check = config.find_check(check_id)
     if check is None:
         return Beat.UNKNOWN
     if check.heartbeat is None:
@@ -61,13 +61,6 @@ def judge(config: Config, check_id: str, token: str | None) -> Beat:
         if not hmac.compare_digest(given, check.token.get().encode()):
             return Beat.BAD_TOKEN
     return Beat.ACCEPTED
-
-
-def _find(config: Config, check_id: str) -> CheckConfig | None:
-    try:
-        return config.check(check_id)
-    except KeyError:
-        return None
 
 
 class HeartbeatSource:
@@ -131,7 +124,7 @@ class HeartbeatSource:
         off); an older one is dropped, and the check gets a period's grace from now."""
         now = self.clock.now()
         for check_id, beat_time in last_beats.items():
-            check = _find(self.config, check_id)
+            check = self.config.find_check(check_id)
             if check is None or check.heartbeat is None or check_id in self.last:
                 continue
             if check_id in alarming or now - beat_time <= check.heartbeat:
